@@ -1,0 +1,375 @@
+"""lsuvlib.learner, experiment.train and activations.ActivationStats on a tiny in-memory problem."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsuvlib import ActivationStats, Callback, EpochLR, Learner, dataloaders, final, hook_count, train
+from lsuvlib import learner as learner_mod
+from lsuvlib.results import HISTORY_KEYS
+
+BS = 32  # 256 training images -> 8 training batches, 64 test images -> 1 eval batch of 64
+
+
+def fit(ds, model, epochs=3, lr=0.3, cbs=(), bs=BS, seed=0, **kw):
+    torch.manual_seed(seed)
+    dls = dataloaders(ds, bs, seed=seed, device="cpu")
+    return Learner(model, dls, lr=lr, cbs=cbs, progress=False, **kw).fit(epochs)
+
+
+class Recorder(Callback):
+    """Records every moment it sees, with the epoch, the phase and the learning rate."""
+
+    order = 5
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def before_fit(self, learn):
+        self.events.append(("before_fit",))
+
+    def before_epoch(self, learn):
+        self.events.append(("before_epoch", learn.epoch))
+
+    def before_batch(self, learn):
+        self.events.append(("before_batch", learn.epoch, learn.training, learn.opt.param_groups[0]["lr"]))
+
+    def after_epoch(self, learn):
+        self.events.append(("after_epoch", learn.epoch))
+
+    def after_fit(self, learn):
+        self.events.append(("after_fit",))
+
+    def moments(self, name):
+        return [e for e in self.events if e[0] == name]
+
+
+class RaiseAt(Callback):
+    """Raises ``exc`` in after_batch of the given epoch and training batch."""
+
+    order = 20
+
+    def __init__(self, epoch, batch, exc=RuntimeError("boom")):
+        self.epoch, self.batch, self.exc = epoch, batch, exc
+
+    def after_batch(self, learn):
+        if learn.training and learn.epoch == self.epoch and learn.batch_idx == self.batch:
+            raise self.exc
+
+
+# ============================================================================= learning
+
+
+def test_learner_improves_a_tiny_problem(toy, make_toy_model):
+    learn = fit(toy, make_toy_model(), epochs=3)
+    losses = learn.batch_losses
+    assert len(losses) == 8 * 3
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    evals = [r for r in learn.history if r["phase"] == "eval"]
+    assert evals[-1]["loss"] < evals[0]["loss"]
+    assert final(learn.history) == evals[-1]["accuracy"] > 0.6  # chance is 0.25
+    assert final(learn.history, "train", "loss") < evals[0]["loss"]
+    assert learn.stopped is None
+
+
+def test_history_rows_have_the_documented_keys(toy, make_toy_model):
+    learn = fit(toy, make_toy_model(), epochs=2)
+    assert [(r["epoch"], r["phase"]) for r in learn.history] == [(0, "train"), (0, "eval"), (1, "train"), (1, "eval")]
+    for r in learn.history:
+        assert tuple(r) == HISTORY_KEYS
+        assert isinstance(r["loss"], float) and math.isfinite(r["loss"])
+        assert 0 <= r["accuracy"] <= 1 and r["seconds"] >= 0
+    # The epoch's training loss is the size-weighted mean of its batch losses (equal batches here).
+    for epoch in range(2):
+        batch = learn.batch_losses[8 * epoch:8 * (epoch + 1)]
+        assert learn.history[2 * epoch]["loss"] == pytest.approx(sum(batch) / 8, rel=1e-5)
+
+
+def test_eval_metrics_match_a_direct_computation(toy, make_toy_model):
+    learn = fit(toy, make_toy_model(), epochs=1)
+    model = learn.model.eval()
+    with torch.no_grad():
+        xb = toy.x_test.float() / 255
+        preds = model(xb)
+    assert learn.history[-1]["loss"] == pytest.approx(F.cross_entropy(preds, toy.y_test).item(), rel=1e-5)
+    assert learn.history[-1]["accuracy"] == pytest.approx((preds.argmax(1) == toy.y_test).float().mean().item())
+
+
+def test_final_requires_rows_of_the_phase():
+    with pytest.raises(ValueError, match="no 'eval' rows"):
+        final([dict(epoch=0, phase="train", loss=1.0, accuracy=0.5, seconds=0.0)])
+
+
+def test_momentum_reaches_the_optimiser(toy, make_toy_model):
+    learn = fit(toy, make_toy_model(), epochs=1, momentum=0.85)
+    assert learn.opt.param_groups[0]["momentum"] == 0.85
+
+
+def test_bad_arguments(toy, make_toy_model):
+    dls = dataloaders(toy, BS, device="cpu")
+    for lr in (0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="lr must be positive"):
+            Learner(make_toy_model(), dls, lr=lr, progress=False)
+    with pytest.raises(ValueError, match="n_epochs"):
+        Learner(make_toy_model(), dls, progress=False).fit(0)
+
+
+def test_progress_bar_does_not_change_results(toy, make_toy_model, capsys):
+    torch.manual_seed(0)
+    quiet = fit(toy, make_toy_model(), epochs=1)
+    torch.manual_seed(0)
+    dls = dataloaders(toy, BS, seed=0, device="cpu")
+    loud = Learner(make_toy_model(), dls, lr=0.3, progress=True).fit(1)
+    assert strip_seconds(loud.history) == strip_seconds(quiet.history)
+
+
+# ============================================================================= reproducibility via train()
+
+
+def strip_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_same_seed_gives_identical_runs(toy, make_toy_model):
+    kw = dict(ds=toy, epochs=2, lr=0.3, batch_size=BS, device="cpu", progress=False)
+    a = train(make_toy_model, seed=3, **kw)
+    b = train(make_toy_model, seed=3, **kw)
+    c = train(make_toy_model, seed=4, **kw)
+    assert strip_seconds(a.history) == strip_seconds(b.history)
+    assert a.batch_losses == b.batch_losses and len(a.batch_losses) == 16
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert a.after_training == b.after_training
+    assert c.batch_losses != a.batch_losses  # the seed really matters
+    assert a.to_dict()["seed"] == 3 and a.to_dict()["history"] == a.history
+
+
+def test_train_with_normalise_lrs_and_stats(toy, make_toy_model):
+    run = train(make_toy_model, toy, seed=0, epochs=2, lr=0.3, batch_size=BS, normalise=True, lrs=[0.2, 0.05],
+                record_stats=True, device="cpu", progress=False)
+    assert run.stopped is None and len(run.history) == 4
+    assert run.stats is not None and run.stats.means.shape == (2, 16)
+    assert hook_count(run.model) == 0
+    assert [r["layer"] for r in run.after_training] == ["1", "3"]
+
+
+# ============================================================================= EpochLR
+
+
+def test_epoch_lr_sets_the_rate_of_each_epoch(toy, make_toy_model):
+    rec = Recorder()
+    lrs = [0.5, 0.1, 0.02]
+    fit(toy, make_toy_model(), epochs=3, lr=9.0, cbs=[EpochLR(lrs), rec])
+    for epoch, lr in enumerate(lrs):
+        seen = {e[3] for e in rec.moments("before_batch") if e[1] == epoch}
+        assert seen == {lr}
+
+
+def test_epoch_lr_accepts_a_longer_schedule(toy, make_toy_model):
+    rec = Recorder()
+    fit(toy, make_toy_model(), epochs=1, cbs=[EpochLR([0.2, 0.1, 0.0]), rec])
+    assert {e[3] for e in rec.moments("before_batch")} == {0.2}
+
+
+def test_epoch_lr_rejects_a_short_schedule(toy, make_toy_model):
+    rec = Recorder()
+    with pytest.raises(ValueError, match="EpochLR has 2 learning rates for 3 epochs"):
+        fit(toy, make_toy_model(), epochs=3, cbs=[EpochLR([0.1, 0.1]), rec])
+    assert rec.moments("after_fit") == [("after_fit",)]
+    assert rec.moments("before_batch") == []  # nothing trained
+
+
+# ============================================================================= non-finite losses
+
+
+def inf_loss(preds, y):
+    return F.cross_entropy(preds, y) * float("inf")
+
+
+def test_infinite_loss_stops_with_a_message_and_a_warning(toy, make_toy_model):
+    rec = Recorder()
+    with pytest.warns(UserWarning, match="Training stopped in epoch 0") as w:
+        learn = fit(toy, make_toy_model(), epochs=3, cbs=[rec], loss_func=inf_loss)
+    assert learn.stopped is not None
+    assert "training loss became" in learn.stopped and "Lower the learning rate" in learn.stopped
+    assert "nan" in learn.stopped or "inf" in learn.stopped
+    assert any(learn.stopped == str(x.message) for x in w)
+    assert [(r["epoch"], r["phase"]) for r in learn.history] == [(0, "train")]  # no eval, no epoch 1
+    assert rec.moments("before_epoch") == [("before_epoch", 0)]
+    assert rec.moments("after_fit") == [("after_fit",)]
+
+
+def test_huge_learning_rate_stops_early(toy, make_toy_model):
+    with pytest.warns(UserWarning, match="Training stopped"):
+        learn = fit(toy, make_toy_model(), epochs=3, lr=1e6)
+    assert learn.stopped and "epoch 0" in learn.stopped
+    assert not math.isfinite(learn.history[-1]["loss"])
+    assert len(learn.history) == 1
+
+
+def test_non_finite_loss_stops_mid_epoch(toy, make_toy_model):
+    """With many batches the finiteness check ends the pass after NAN_CHECK_EVERY batches, not at its end."""
+    with pytest.warns(UserWarning, match="Training stopped"):
+        learn = fit(toy, make_toy_model(), epochs=2, bs=4, loss_func=inf_loss)  # 64 batches per epoch
+    assert len(learn.batch_losses) == learner_mod.NAN_CHECK_EVERY < 64
+
+
+def test_non_finite_eval_loss_stops_too(toy, make_toy_model):
+    def eval_inf(preds, y):
+        loss = F.cross_entropy(preds, y)
+        return loss if torch.is_grad_enabled() else loss * float("inf")
+
+    with pytest.warns(UserWarning, match="eval"):
+        learn = fit(toy, make_toy_model(), epochs=3, loss_func=eval_inf)
+    assert "eval loss" in learn.stopped
+    assert [(r["epoch"], r["phase"]) for r in learn.history] == [(0, "train"), (0, "eval")]
+
+
+# ============================================================================= callbacks and clean-up
+
+
+def test_callback_moments_in_order(toy, make_toy_model):
+    rec = Recorder()
+    fit(toy, make_toy_model(), epochs=2, cbs=[rec])
+    names = [e[0] for e in rec.events]
+    assert names[0] == "before_fit" and names[-1] == "after_fit"
+    assert names.count("before_epoch") == names.count("after_epoch") == 2
+    assert names.count("before_batch") == 2 * (8 + 1)
+    assert sum(1 for e in rec.moments("before_batch") if e[2]) == 16  # training batches
+
+
+def test_callbacks_run_in_order_attribute_order(toy, make_toy_model):
+    calls = []
+
+    class Named(Callback):
+        def __init__(self, name, order):
+            self.name, self.order = name, order
+
+        def before_fit(self, learn):
+            calls.append(self.name)
+
+    fit(toy, make_toy_model(), epochs=1, cbs=[Named("late", 10), Named("early", -5), Named("middle", 0)])
+    assert calls == ["early", "middle", "late"]
+
+
+def test_after_fit_runs_when_an_exception_is_raised_mid_fit(toy, make_toy_model):
+    rec = Recorder()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(toy, make_toy_model(), epochs=3, cbs=[rec, RaiseAt(epoch=1, batch=2)])
+    assert rec.events[-1] == ("after_fit",)
+    assert rec.moments("after_epoch") == [("after_epoch", 0)]
+
+
+def test_after_fit_runs_on_keyboard_interrupt(toy, make_toy_model):
+    rec = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy, make_toy_model(), epochs=2, cbs=[rec, RaiseAt(0, 3, KeyboardInterrupt())])
+    assert rec.events[-1] == ("after_fit",)
+
+
+def test_activation_stats_hooks_are_removed_after_fit(toy, make_toy_model):
+    model = make_toy_model()
+    stats = ActivationStats()
+    fit(toy, model, epochs=1, cbs=[stats])
+    assert hook_count(model) == 0
+    model(torch.zeros(2, 1, 8, 8))  # later forward passes are not recorded
+    assert stats.means.shape == (2, 8)
+
+
+def test_activation_stats_hooks_are_removed_on_error(toy, make_toy_model):
+    model = make_toy_model()
+    stats = ActivationStats()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(toy, model, epochs=2, cbs=[stats, RaiseAt(epoch=0, batch=4)])
+    assert hook_count(model) == 0
+    assert stats.means.shape == (2, 5)  # what was recorded up to the error is kept
+
+
+class FailOnCall(nn.Module):
+    """Identity that raises on its ``n``-th training call: an error in the middle of a forward pass."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.n:
+                raise FloatingPointError("forward failed")
+        return x
+
+
+def test_error_in_the_middle_of_a_forward_pass_is_not_masked(toy):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), FailOnCall(3), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 4))
+    with pytest.raises(FloatingPointError, match="forward failed"):
+        fit(toy, model, epochs=1, cbs=[ActivationStats()])
+
+
+def test_error_in_the_middle_of_a_forward_pass_still_removes_hooks(toy):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), FailOnCall(3), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 4))
+    with pytest.raises(FloatingPointError):
+        fit(toy, model, epochs=1, cbs=[ActivationStats()])
+    assert hook_count(model) == 0
+
+
+def test_failing_before_fit_of_an_earlier_callback_is_not_masked(toy, make_toy_model):
+    model = make_toy_model()
+    with pytest.raises(ValueError, match="EpochLR has 1 learning rates for 2 epochs"):
+        fit(toy, model, epochs=2, cbs=[EpochLR([0.1]), ActivationStats()])
+    assert hook_count(model) == 0
+
+
+def test_activation_stats_without_activations_says_so(toy):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    with pytest.raises(ValueError, match="no module of type"):
+        fit(toy, model, epochs=1, cbs=[ActivationStats()])
+
+
+def test_activation_stats_records_only_training_batches(toy, make_toy_model):
+    stats = ActivationStats(bins=20, hist_max=5.0)
+    epochs = 3
+    learn = fit(toy, make_toy_model(), epochs=epochs, cbs=[stats])
+    n_train_batches = len(learn.dls.train)
+    assert n_train_batches == 8 and len(learn.dls.valid) == 1
+    assert stats.means.shape == stats.stds.shape == (2, n_train_batches * epochs)
+    assert stats.hists.shape == (2, n_train_batches * epochs, 20)
+    # Each histogram counts every activation of one training batch: batch size x layer width.
+    assert torch.all(stats.hists.sum(-1) <= BS * 16) and torch.all(stats.hists.sum(-1) > 0)
+    assert stats.names == ["2 (ReLU)", "4 (ReLU)"]
+    assert torch.all(stats.means >= 0)  # outputs of ReLUs
+    dead = stats.dead_fraction()
+    assert dead.shape == (2, 24) and torch.all((0 <= dead) & (dead <= 1))
+    summary = stats.summary(last=5)
+    assert [s["layer"] for s in summary] == stats.names
+    assert summary[0]["mean"] == pytest.approx(stats.means[0, -5:].mean().item())
+    d = stats.to_dict()
+    assert d["layers"] == stats.names and len(d["means"][1]) == 24
+
+
+def test_activation_stats_values_match_a_direct_measurement(toy):
+    """Recorded mean/std equal those of the activation output on the same batch."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 4))
+    seen = []
+
+    class Grab(Callback):
+        order = 20
+
+        def before_batch(self, learn):
+            if learn.training:
+                with torch.no_grad():
+                    seen.append(F.relu(model[1](model[0](learn.xb))))  # not model[2]: that is hooked
+
+    stats = ActivationStats(modules=[model[2]])
+    fit(toy, model, epochs=1, lr=1e-9, cbs=[stats, Grab()])  # lr tiny: weights practically frozen
+    assert stats.names == ["2 (ReLU)"]
+    assert len(seen) == 8
+    for i, a in enumerate(seen):
+        assert stats.means[0, i].item() == pytest.approx(a.mean().item(), abs=1e-6)
+        assert stats.stds[0, i].item() == pytest.approx(a.std().item(), abs=1e-6)
