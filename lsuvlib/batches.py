@@ -49,7 +49,11 @@ class Batches:
         return torch.arange(len(self.x), device=self.device)
 
     def batch(self, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[j].float().mul_(self.scale).add_(self.shift), self.y[j]
+        # index_select is several times faster than x[j] for uint8 rows on the CPU.
+        x = self.x.index_select(0, j).float().mul_(self.scale)
+        if self.shift:
+            x.add_(self.shift)
+        return x, self.y.index_select(0, j)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.order()

@@ -91,5 +91,13 @@ def eval_accuracies(runs: Sequence[Run]) -> list[list[float]]:
 
 
 def summarise_final(runs: Sequence[Run], phase: str = "eval", metric: str = "accuracy") -> dict:
-    """:func:`stats.summarise` of the last epoch's ``metric`` across runs."""
-    return summarise([[r[metric] for r in run.history if r["phase"] == phase][-1] for run in runs])
+    """:func:`stats.summarise` of the last epoch's ``metric`` over the runs that finished.
+
+    A run stopped early (its loss became NaN or infinite) has no final value to average;
+    ``n_stopped`` counts those runs, so a summary never hides them.
+    """
+    finished = [run for run in runs if not run.stopped]
+    values = [[r[metric] for r in run.history if r["phase"] == phase][-1] for run in finished]
+    nan = float("nan")
+    out = summarise(values) if values else dict(n=0, mean=nan, sd=nan, ci_low=nan, ci_high=nan)
+    return {**out, "n_stopped": len(runs) - len(finished)}

@@ -81,13 +81,12 @@ class Learner:
             raise ValueError(f"n_epochs must be at least 1, got {n_epochs}")
         self.n_epochs = n_epochs
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
-        epochs = self._bar(range(n_epochs))
         try:
             self._call("before_fit")
-            for self.epoch in epochs:
+            for self.epoch in range(n_epochs):
                 self._call("before_epoch")
                 for training in (True, False):
-                    if not self._one_pass(training, epochs):
+                    if not self._one_pass(training):
                         break
                 self._call("after_epoch")
                 if self.stopped:
@@ -108,7 +107,7 @@ class Learner:
         if errors:
             raise errors[0]
 
-    def _one_pass(self, training: bool, parent) -> bool:
+    def _one_pass(self, training: bool) -> bool:
         """One epoch over the training or the test batches; False if the loss went non-finite."""
         self.training = training
         self.model.train(training)
@@ -117,7 +116,7 @@ class Learner:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, losses, start = 0, [], time.perf_counter()
         with torch.set_grad_enabled(training):
-            for self.batch_idx, (self.xb, self.yb) in enumerate(self._bar(batches, parent)):
+            for self.batch_idx, (self.xb, self.yb) in enumerate(self._bar(batches)):
                 self._call("before_batch")
                 self.preds = self.model(self.xb)
                 self.loss = self.loss_func(self.preds, self.yb)
@@ -145,12 +144,16 @@ class Learner:
             return False
         return True
 
-    def _bar(self, it, parent=None):
+    def _bar(self, batches):
+        """A progress bar over one pass; it clears itself when done, so saved notebooks stay clean."""
         if not self.progress:
-            return it
-        from fastprogress.fastprogress import master_bar, progress_bar
+            return batches
+        from fastprogress.fastprogress import progress_bar
 
-        return progress_bar(it, parent=parent, leave=False) if parent is not None else master_bar(it)
+        phase = "train" if self.training else "eval"
+        bar = progress_bar(batches, leave=False)
+        bar.comment = f"epoch {self.epoch + 1}/{self.n_epochs} {phase}"
+        return bar
 
 
 def final(history: list[dict], phase: str = "eval", metric: str = "accuracy") -> float:

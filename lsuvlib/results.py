@@ -77,7 +77,8 @@ def blog_comparison(experiment: str, final: dict, ds: ImageSet, epochs: int) -> 
 
     ours = fmt_mean_sd(final, digits=3)
     label = "this book" + (" (stand-in data)" if ds.name != BLOG["dataset"] else "")
-    rows = [dict(source=label, dataset=ds.name, runs=final["n"], epochs=epochs, accuracy=ours),
+    rows = [dict(source=label, dataset=ds.name, runs=final["n"] + final.get("n_stopped", 0), epochs=epochs,
+                 accuracy=ours),
             dict(source="the blog, as published", dataset=BLOG["dataset"], runs=1, epochs=3,
                  accuracy=f"{BLOG['eval_accuracy'][experiment]:.3f}")]
     return markdown_table(rows, headers=["source", "dataset", "runs", "epochs", "final eval accuracy (mean ± sd)"])

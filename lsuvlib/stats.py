@@ -47,13 +47,25 @@ def aggregate(histories: Sequence[list[dict]], phase: str = "eval", metric: str 
 
 def intervals_overlap(a: dict, b: dict) -> bool:
     """Whether two summaries' confidence intervals overlap (NaN intervals count as overlapping)."""
-    if any(math.isnan(v) for v in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"])):
+    # None is how a NaN comes back from a JSON results file.
+    if any(v is None or math.isnan(v) for v in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"])):
         return True
     return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
 
 
 def fmt_mean_sd(s: dict, scale: float = 1.0, digits: int = 1) -> str:
-    """``'93.1 ± 0.4'`` style text for a summary (``scale=100`` for percentages)."""
-    if math.isnan(s["sd"]):
-        return f"{s['mean'] * scale:.{digits}f}"
-    return f"{s['mean'] * scale:.{digits}f} ± {s['sd'] * scale:.{digits}f}"
+    """``'93.1 ± 0.4'`` style text for a summary (``scale=100`` for percentages).
+
+    Runs that stopped early are named: ``'93.1 ± 0.4 (1 of 3 runs diverged)'``.
+    """
+    mean, sd = s["mean"], s["sd"]
+    if mean is None or math.isnan(mean):
+        text = "no run finished"
+    elif sd is None or math.isnan(sd):
+        text = f"{mean * scale:.{digits}f}"
+    else:
+        text = f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"
+    stopped = s.get("n_stopped", 0)
+    if stopped:
+        text += f" ({stopped} of {s['n'] + stopped} runs diverged)"
+    return text

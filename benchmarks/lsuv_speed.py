@@ -1,0 +1,52 @@
+"""How long `lsuv_init` takes on the blog's CNN with a 1024-image batch, per variant.
+
+Target (issue 3): well under 1 s on 2 CPU cores. The last line is one JSON object.
+
+    python benchmarks/lsuv_speed.py [--repeats N] [--batch-size N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from functools import partial
+
+import torch
+
+import lsuvlib as L
+
+
+def time_variant(xb: torch.Tensor, variant: str, repeats: int) -> tuple[float, int]:
+    """Median seconds of lsuv_init on a fresh model, and the total adjustment steps it took."""
+    act = partial(L.GeneralRelu, leak=0.1, sub=0.4)
+    times, steps = [], 0
+    for i in range(repeats + 1):  # the first call warms up the kernels and is not counted
+        L.set_seed(i)
+        model = L.get_model(act=act)
+        start = time.perf_counter()
+        report = L.lsuv_init(model, xb, variant)
+        if i:
+            times.append(time.perf_counter() - start)
+            steps = sum(r.iterations for r in report)
+    return statistics.median(times), steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    args = parser.parse_args()
+    ds = L.prepare("mnist", size=32)
+    xb, _ = L.dataloaders(ds, args.batch_size).train.one_batch()
+    result = {"batch_size": args.batch_size, "threads": torch.get_num_threads(), "target_s": 1.0}
+    print(f"{'variant':<10} {'median s':>9} {'steps':>6}")
+    for variant in L.lsuv.VARIANTS:
+        seconds, steps = time_variant(xb, variant, args.repeats)
+        result[f"{variant}_s"] = round(seconds, 4)
+        print(f"{variant:<10} {seconds:>9.3f} {steps:>6}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
