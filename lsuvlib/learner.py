@@ -115,8 +115,9 @@ class Learner:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, losses, start = 0, [], time.perf_counter()
+        bar = self._bar(batches)
         with torch.set_grad_enabled(training):
-            for self.batch_idx, (self.xb, self.yb) in enumerate(self._bar(batches)):
+            for self.batch_idx, (self.xb, self.yb) in enumerate(bar):
                 self._call("before_batch")
                 self.preds = self.model(self.xb)
                 self.loss = self.loss_func(self.preds, self.yb)
@@ -133,6 +134,8 @@ class Learner:
                 if training and self.batch_idx % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 \
                         and not torch.isfinite(loss_sum):
                     break
+        if getattr(bar, "is_active", False):  # left early: clear the bar as a finished one clears itself
+            bar.on_iter_end()
         loss = loss_sum.item() / max(seen, 1)
         if training:
             self.batch_losses += torch.stack(losses).tolist() if losses else []

@@ -282,22 +282,24 @@ def test_offline_edition_pages(built):
     site = out / "site"
     assert "Quarto was not found on PATH" in proc.stdout
     assert str(site / "index.html") in proc.stdout
-    names = {p.name for p in site.glob("*.html")}
-    assert names == {"index.html", "01-alpha.html", "02-broken.html", "reference.html"}
-    for page in site.glob("*.html"):
+    # Pages sit where Quarto puts them (chapters/x.ipynb -> chapters/x.html).
+    names = {p.relative_to(site).as_posix() for p in site.rglob("*.html")}
+    assert names == {"index.html", "chapters/01-alpha.html", "chapters/02-broken.html", "chapters/reference.html",
+                     "results/index.html"}
+    for page in site.rglob("*.html"):
         text = page.read_text()
         assert "<script src" not in text and 'rel="stylesheet" href="http' not in text
         assert "Offline edition built without Quarto" in text
-    alpha = (site / "01-alpha.html").read_text()
+    alpha = (site / "chapters/01-alpha.html").read_text()
     assert "lr = 0.001" not in alpha and "# Parameters" not in alpha, "injected cell hidden"
     assert "REMOVED-CELL" not in alpha and "INCLUDE-FALSE" not in alpha
     assert "ECHO-OUTPUT" in alpha and "ECHO-SOURCE" not in alpha
     assert 'src="data:image/png;base64,' in alpha and 'alt="A rising line"' in alpha
     assert "<strong>bold output</strong>" in alpha
     assert "<math" in alpha and "<mfrac>" in alpha
-    assert "Appendix" in alpha and 'href="results/index.html"' in alpha
-    assert 'href="02-broken.html"' in alpha and 'href="index.html"' in alpha
-    assert "ValueError" in (site / "02-broken.html").read_text()
+    assert "Appendix" in alpha and 'href="../results/index.html"' in alpha
+    assert 'href="../chapters/02-broken.html"' in alpha and 'href="../index.html"' in alpha
+    assert "ValueError" in (site / "chapters/02-broken.html").read_text()
     assert "alpha.json" in (site / "results/index.html").read_text()
     assert (site / "results/alpha.json").is_file()
 
@@ -368,7 +370,7 @@ def test_rebuilding_one_chapter_keeps_the_others(built, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (copy / "book/chapters/02-broken.ipynb").is_file(), "earlier error notebook kept"
     assert [c["chapter"] for c in json.loads((copy / "timings.json").read_text())["chapters"]] == ["reference"]
-    assert (copy / "site/02-broken.html").is_file() and (copy / "site/01-alpha.html").is_file()
+    assert (copy / "site/chapters/02-broken.html").is_file() and (copy / "site/chapters/01-alpha.html").is_file()
 
 
 def fake_quarto(bin_dir: Path, exit_code: int) -> None:
@@ -415,7 +417,7 @@ def test_check_site_passes_in_chromium(built):
 
     _, out = built
     assert check_site.check_site(out / "site") == []
-    assert (out / "screenshots/01-alpha.png").stat().st_size > 0
+    assert (out / "screenshots/chapters_01-alpha.png").stat().st_size > 0
 
 
 @slow
