@@ -289,10 +289,10 @@ def _read_source(spec: DatasetSpec, verify: bool, hub: bool) -> tuple[dict[str, 
             looked.append(f"  - Hugging Face Hub {repo}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     else:
         looked.append(f"  - Hugging Face Hub {repo}: skipped (offline: HF_HUB_OFFLINE is set or hub=False)")
-    names = ", ".join(spec.files)
+    names = ", ".join(spec.files) + (" (each may be .gz)" if spec.files == IDX_FILES else "")
     raise DataError(
         f"Dataset '{spec.name}' was not found. Looked in:\n" + "\n".join(looked) +
-        f"\nTo provide it, put {names} (IDX files may be .gz) in a folder named '{spec.folders[0]}' inside "
+        f"\nTo provide it, put {names} in a folder named '{spec.folders[0]}' inside "
         f"{PROJECT_DATA} or inside a folder listed in $LSUV_DATA_DIR, or run online so the Hub copy can be fetched.")
 
 

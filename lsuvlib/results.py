@@ -62,7 +62,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
 def stand_in_note(ds: ImageSet, wanted: str, source_name: str) -> str:
     """The visible note a page carries when it runs on another dataset than its source did."""
     if ds.name == wanted:
-        return f"This page runs on **{ds.name}**, the dataset {source_name} used."
+        return f"This page runs on **{ds.name}**, the dataset {source_name[:1].lower() + source_name[1:]} used."
     return (f"**Dataset note.** {source_name} ran this experiment on **{wanted.upper()}** "
             f"(cropped digits, converted to grayscale). {wanted.upper()} is not available on the machine "
             f"that built this page, so it uses **{ds.name}** ({len(ds.x_train):,} training and "

@@ -327,7 +327,7 @@ def test_markdown_table_and_stand_in_note():
     ds = tiny_set("fashion_mnist")
     note = stand_in_note(ds, "svhn", "The blog")
     assert "SVHN" in note and "fashion_mnist" in note and "stand-in" in note and "not a reproduction" in note
-    assert "the dataset The blog used" in stand_in_note(tiny_set("svhn"), "svhn", "The blog")
+    assert "the dataset the blog used" in stand_in_note(tiny_set("svhn"), "svhn", "The blog")
 
 
 def test_saved_runs_are_a_deep_copy_of_plain_data(tmp_path):
