@@ -1,10 +1,11 @@
 """lsuvlib: the small library behind the LSUV book.
 
-One concept per module: ``data`` (datasets as uint8 tensors), ``batches`` (in-memory
-mini-batches), ``learner`` (the training loop), ``hooks``, ``activations`` (statistics),
-``charts``, ``lr_finder``, ``models``, ``init``, ``lsuv``, ``experiment`` (seeded runs),
-``stats`` (summaries over seeds), ``results`` (chapter results as data), ``sources``
-(the seed documents' numbers) and ``runtime`` (device, seeds, versions).
+One concept per module: ``data`` (datasets as uint8 tensors), ``atomic`` (all-or-nothing
+file writes), ``batches`` (in-memory mini-batches), ``learner`` (the training loop),
+``hooks``, ``activations`` (statistics), ``charts``, ``lr_finder``, ``models``, ``init``,
+``lsuv``, ``experiment`` (seeded runs), ``stats`` (summaries over seeds), ``results``
+(chapter results as data), ``sources`` (the seed documents' numbers) and ``runtime``
+(device, seeds, versions).
 """
 __version__ = "0.1.0"
 

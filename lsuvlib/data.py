@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_open
+
 PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
@@ -308,16 +310,9 @@ def _digest(t: dict[str, torch.Tensor]) -> str:
 
 def _save_cache(path: Path, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Write atomically: a crash mid-write leaves the old cache (or none), never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**tensors, "digest": _digest(tensors), "source": source, "version": CACHE_VERSION}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def _load_cache(path: Path) -> tuple[dict[str, torch.Tensor], str] | None:

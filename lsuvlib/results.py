@@ -10,10 +10,10 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .atomic import atomic_open
 from .data import ImageSet
 from .runtime import default_device, versions
 
@@ -118,7 +118,9 @@ class Chapter:
         if self.results_dir is None:
             return None
         path = self.results_dir / f"{self.chapter}.json"
-        _write_atomic(path, json.dumps(_finite_or_null(data), indent=1, default=_jsonable, allow_nan=False))
+        text = json.dumps(_finite_or_null(data), indent=1, default=_jsonable, allow_nan=False)
+        with atomic_open(path) as f:
+            f.write(text)
         return path
 
 
@@ -139,18 +141,6 @@ def _jsonable(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate_results(data: dict) -> None:
@@ -206,10 +196,8 @@ def write_combined(results_dir: str | os.PathLike, name: str = "all-results.csv"
                                      stand_in=data["dataset"].get("stand_in", False), config=config,
                                      seed=run["seed"], **{k: h[k] for k in HISTORY_KEYS}))
     path = results_dir / name
-    fd, tmp = tempfile.mkstemp(dir=results_dir, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
