@@ -43,7 +43,7 @@ def stats_at(model, xb):
     return {r["layer"]: (r["mean"], r["std"]) for r in L.measure_activations(model, xb)}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples on every run: no flaky CI
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(["conv", "linear"]),
        act=st.sampled_from(["relu", "leaky", "general", "notebook", "relu_inplace"]), depth=st.integers(2, 6),
        variant=st.sampled_from(list(L.lsuv.VARIANTS)))
