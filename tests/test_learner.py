@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsuvlib import ActivationStats, Callback, EpochLR, Learner, dataloaders, final, hook_count, train
+from lsuvlib import (ActivationStats, Callback, EpochLR, Learner, dataloaders, final, fmt_mean_sd, hook_count,
+                     over_seeds, summarise_final, train)
 from lsuvlib import learner as learner_mod
 from lsuvlib.results import HISTORY_KEYS
 
@@ -373,3 +374,34 @@ def test_activation_stats_values_match_a_direct_measurement(toy):
     for i, a in enumerate(seen):
         assert stats.means[0, i].item() == pytest.approx(a.mean().item(), abs=1e-6)
         assert stats.stds[0, i].item() == pytest.approx(a.std().item(), abs=1e-6)
+
+
+# ============================================================================= over_seeds and summaries
+
+
+def test_over_seeds_keeps_every_seeds_raw_run_and_repeats_exactly(toy, make_toy_model):
+    kw = dict(make_model=make_toy_model, ds=toy, epochs=2, lr=0.3, batch_size=BS, device="cpu", progress=False)
+    first = over_seeds([5, 6, 7], record_stats=True, **kw)
+    again = over_seeds([5, 6, 7], **kw)
+    assert [r.seed for r in first] == [5, 6, 7]
+    assert first[0].stats is not None and first[1].stats is None  # only the charted run records statistics
+    assert [strip_seconds(r.history) for r in first] == [strip_seconds(r.history) for r in again]
+    assert len({tuple(r.batch_losses) for r in first}) == 3  # independent runs
+    summary = summarise_final(first)
+    finals = [r.history[-1]["accuracy"] for r in first]
+    assert summary["n"] == 3 and summary["n_stopped"] == 0
+    assert summary["mean"] == pytest.approx(sum(finals) / 3)
+    with pytest.raises(ValueError, match="distinct"):
+        over_seeds([1, 1], **kw)
+
+
+def test_summary_counts_diverged_runs_instead_of_averaging_them(toy, make_toy_model):
+    kw = dict(make_model=make_toy_model, ds=toy, epochs=1, batch_size=BS, device="cpu", progress=False)
+    with pytest.warns(UserWarning, match="Training stopped"):
+        diverged = over_seeds([1, 2], lr=1e9, **kw)
+    fine = over_seeds([3], lr=0.3, **kw)
+    summary = summarise_final(diverged + fine)
+    assert summary["n"] == 1 and summary["n_stopped"] == 2
+    assert summary["mean"] == fine[0].history[-1]["accuracy"]
+    assert "(2 of 3 runs diverged)" in fmt_mean_sd(summary)
+    assert summarise_final(diverged)["n"] == 0 and fmt_mean_sd(summarise_final(diverged)).startswith("no run")
