@@ -9,7 +9,7 @@ file writes), ``batches`` (in-memory mini-batches), ``learner`` (the training lo
 """
 __version__ = "0.1.0"
 
-from . import charts
+from . import charts  # noqa: F401  (chapters call L.charts.*)
 from .activations import ActivationStats
 from .batches import Batches, DataLoaders, batch_moments, dataloaders
 from .data import DataError, ImageSet, best_available, load_images, prepare
