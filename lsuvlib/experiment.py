@@ -86,12 +86,6 @@ def seeds_from(base: int, n: int) -> list[int]:
     return list(range(base, base + n))
 
 
-def eval_accuracies(runs: Sequence[Run]) -> list[list[float]]:
-    """Per run, the test accuracy after each epoch."""
-    return [[r["accuracy"] for r in run.history if r["phase"] == "eval"] for run in runs]
-
-
-
 def summarise_final(runs: Sequence[Run], phase: str = "eval", metric: str = "accuracy") -> dict:
     """:func:`stats.summarise` of the last epoch's ``metric`` over the runs that finished.
 

@@ -1,7 +1,6 @@
 """Where code runs and how to make it repeatable: device choice, seeds, versions."""
 from __future__ import annotations
 
-import os
 import platform
 import random
 
@@ -30,13 +29,6 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     if deterministic and torch.cuda.is_available():
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-def use_all_cores() -> int:
-    """Let torch use every core the process may run on (containers often report fewer)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
 
 
 def versions() -> dict[str, str]:
