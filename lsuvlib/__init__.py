@@ -21,12 +21,12 @@ from .lr_finder import LRFindResult, lr_find
 from .lsuv import LSUVCallback, LSUVReport, find_pairs, lsuv_init, measure_activations
 from .models import GeneralRelu, conv, get_model, lenet, mlp
 from .runtime import default_device, set_seed, versions
-from .stats import aggregate, fmt_mean_sd, intervals_overlap, summarise
+from .stats import aggregate, fmt_ci, fmt_mean_sd, intervals_overlap, summarise
 
 __all__ = [
     "ActivationStats", "Batches", "batch_moments", "Callback", "DataError", "DataLoaders", "EpochLR", "GeneralRelu", "Hooks",
     "ImageSet", "LRFindResult", "LSUVCallback", "LSUVReport", "Learner", "Run", "aggregate", "best_available",
-    "conv", "dataloaders", "default_device", "final", "find_pairs", "fmt_mean_sd",
+    "conv", "dataloaders", "default_device", "final", "find_pairs", "fmt_ci", "fmt_mean_sd",
     "get_model", "hook_count", "init_kaiming", "init_normal", "intervals_overlap", "lenet", "load_images",
     "lr_find", "lsuv_init", "measure_activations", "mlp", "over_seeds", "prepare", "seeds_from", "set_seed", "summarise",
     "summarise_final", "train", "versions",

@@ -45,10 +45,14 @@ def aggregate(histories: Sequence[list[dict]], phase: str = "eval", metric: str 
     return out
 
 
+def _missing(v: float | None) -> bool:
+    """NaN, or None: how a NaN comes back from a JSON results file."""
+    return v is None or math.isnan(v)
+
+
 def intervals_overlap(a: dict, b: dict) -> bool:
     """Whether two summaries' confidence intervals overlap (NaN intervals count as overlapping)."""
-    # None is how a NaN comes back from a JSON results file.
-    if any(v is None or math.isnan(v) for v in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"])):
+    if any(_missing(v) for v in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"])):
         return True
     return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
 
@@ -59,9 +63,9 @@ def fmt_mean_sd(s: dict, scale: float = 1.0, digits: int = 1) -> str:
     Runs that stopped early are named: ``'93.1 ± 0.4 (1 of 3 runs diverged)'``.
     """
     mean, sd = s["mean"], s["sd"]
-    if mean is None or math.isnan(mean):
+    if _missing(mean):
         text = "no run finished"
-    elif sd is None or math.isnan(sd):
+    elif _missing(sd):
         text = f"{mean * scale:.{digits}f}"
     else:
         text = f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"
@@ -69,3 +73,10 @@ def fmt_mean_sd(s: dict, scale: float = 1.0, digits: int = 1) -> str:
     if stopped:
         text += f" ({stopped} of {s['n'] + stopped} runs diverged)"
     return text
+
+
+def fmt_ci(s: dict, digits: int = 3) -> str:
+    """``'0.854–0.863'`` for a summary's confidence interval, ``'–'`` when it is undefined."""
+    if _missing(s["ci_low"]) or _missing(s["ci_high"]):
+        return "–"
+    return f"{s['ci_low']:.{digits}f}–{s['ci_high']:.{digits}f}"

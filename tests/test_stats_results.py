@@ -335,3 +335,11 @@ def test_saved_runs_are_a_deep_copy_of_plain_data(tmp_path):
     before = copy.deepcopy(ch.runs)
     path = ch.save()
     assert json.loads(path.read_text())["runs"] == before
+
+
+def test_fmt_ci_formats_and_marks_undefined_intervals():
+    from lsuvlib.stats import fmt_ci
+
+    assert fmt_ci(summarise([1.0, 2.0, 3.0])) == "-0.484–4.484"
+    assert fmt_ci(summarise([1.0])) == "–"  # NaN in memory
+    assert fmt_ci(dict(ci_low=None, ci_high=None)) == "–"  # null from a results file
