@@ -2,10 +2,25 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create a new, empty, uniquely named file beside ``path`` with the permissions ``open()`` gives.
+
+    ``tempfile.mkstemp`` always makes 0600 files; asking the kernel for 0666 instead lets the
+    umask (and any default ACL) decide, exactly as for a file created by ``open(path, "w")``.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not find a free temporary name beside {path}")
 
 
 @contextmanager
@@ -13,15 +28,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
 
     If the block raises, the temporary file is deleted and ``path`` keeps its old
-    contents (or stays absent), so a reader never sees half a file.
+    contents (or stays absent), so a reader never sees half a file. The file gets the
+    permissions a new file made by ``open()`` would get (0666 minus the umask, so
+    usually 0644), not ``mkstemp``'s 0600. ``mode`` is ``"w"`` or ``"wb"`` (text
+    options such as ``newline`` and ``encoding`` pass through).
     """
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_open writes a whole new file: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
+        f = os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        try:
+            os.close(fd)  # io.open may already have closed it
+        except OSError:
+            pass
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        with f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the data does (power loss)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

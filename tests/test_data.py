@@ -172,7 +172,8 @@ def test_data_dir_entries_come_before_project_data(tmp_path, mirror, write_idx, 
     assert_matches(ds, wanted)
     # With LSUV_DATA_DIR pointing elsewhere, the project's data/ folder is the fallback.
     monkeypatch.setenv("LSUV_DATA_DIR", str(tmp_path / "nowhere"))
-    assert_matches(load_images("mnist", verify=False, cache=False), other)
+    with pytest.warns(lsdata.DataWarning, match="does not exist"):
+        assert_matches(load_images("mnist", verify=False, cache=False), other)
 
 
 def lsdata_arrays(seed):
@@ -352,13 +353,23 @@ def test_second_load_comes_from_the_cache(mnist_mirror, cache_dir):
     assert_matches(second, mnist_mirror["arrays"])
 
 
-def test_cache_is_used_without_the_source_files(mnist_mirror, cache_dir):
-    load_images("mnist", verify=False)
+def test_cache_of_checked_files_is_used_without_the_source_files(mnist_mirror, cache_dir, trust_md5):
+    trust_md5("mnist", mnist_mirror["md5"])
+    load_images("mnist")
     for f in mnist_mirror["folder"].iterdir():
         f.unlink()
-    ds = load_images("mnist", verify=False)
-    assert "cached" in ds.source
-    assert_matches(ds, mnist_mirror["arrays"])
+    for verify in (True, False):  # canonical data: what any checked source would give
+        ds = load_images("mnist", verify=verify)
+        assert "cached" in ds.source and ds.origin == "cache of local mirror in LSUV_DATA_DIR, MD5-checked"
+        assert_matches(ds, mnist_mirror["arrays"])
+
+
+def test_cache_of_unchecked_files_is_not_used_once_they_are_gone(mnist_mirror, cache_dir):
+    load_images("mnist", verify=False)  # files with no canonical MD5: the cache is only good for them
+    for f in mnist_mirror["folder"].iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="was not found"):
+        load_images("mnist", verify=False)
 
 
 def test_cache_false_neither_reads_nor_writes(mnist_mirror, cache_dir):
@@ -401,9 +412,15 @@ def _break_missing_key(path):
     torch.save(payload, path)
 
 
-@pytest.mark.parametrize("breaker", [_break_garbage, _break_truncate, _break_empty, _break_tamper, _break_version,
-                                     _break_missing_key],
-                         ids=["garbage", "truncated", "empty", "tampered", "old-version", "missing-key"])
+def _break_future_version(path):
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = lsdata.CACHE_VERSION + 1
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("breaker", [_break_garbage, _break_truncate, _break_empty, _break_tamper,
+                                     _break_future_version, _break_missing_key],
+                         ids=["garbage", "truncated", "empty", "tampered", "unknown-version", "missing-key"])
 def test_bad_cache_is_detected_and_rebuilt(mnist_mirror, cache_dir, breaker):
     load_images("mnist", verify=False)
     path = cache_dir / "mnist.pt"
@@ -419,6 +436,15 @@ def test_bad_cache_is_detected_and_rebuilt(mnist_mirror, cache_dir, breaker):
         again = load_images("mnist", verify=False)
     assert "cached" in again.source
     assert_matches(again, mnist_mirror["arrays"])
+
+
+def test_cache_from_an_older_release_is_rebuilt_without_a_warning(mnist_mirror, cache_dir):
+    load_images("mnist", verify=False)
+    _break_version(cache_dir / "mnist.pt")  # version -1: older than this library's format
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_images("mnist", verify=False)
+    assert "cached" not in ds.source and "cached" in load_images("mnist", verify=False).source
 
 
 def test_cache_writes_leave_no_temporary_files(mnist_mirror, cache_dir):
@@ -457,7 +483,7 @@ def test_failed_cache_write_keeps_the_old_cache(mnist_mirror, cache_dir, monkeyp
 def test_failed_rebuild_through_load_images_keeps_the_old_file(mnist_mirror, cache_dir, monkeypatch):
     load_images("mnist", verify=False)
     path = cache_dir / "mnist.pt"
-    _break_version(path)  # stale: load_images will try to rewrite it
+    _break_future_version(path)  # unusable: load_images will try to rewrite it
     before = path.read_bytes()
     _failing_save(monkeypatch)
     with pytest.warns(UserWarning, match="Ignoring cache"), pytest.raises(OSError, match="disk full"):
@@ -492,7 +518,7 @@ def test_missing_dataset_lists_every_place_looked(tmp_path, monkeypatch, no_netw
     (partial / "mnist" / "train-labels-idx1-ubyte").write_bytes(b"")
     absent = tmp_path / "absent"
     monkeypatch.setenv("LSUV_DATA_DIR", os.pathsep.join([str(partial), str(absent)]))
-    with pytest.raises(DataError) as err:
+    with pytest.raises(DataError) as err, pytest.warns(lsdata.DataWarning, match=f"lists {absent}, which does not"):
         load_images("mnist")
     msg = str(err.value)
     for root in (partial, absent, lsdata.PROJECT_DATA):
@@ -661,6 +687,341 @@ def test_prepare_pads_and_subsets_the_best_available_dataset(mnist_mirror, trust
     assert ds.x_train.shape == (5, 1, 32, 32) and ds.x_test.shape == (3, 1, 32, 32)
     x_train = torch.from_numpy(mnist_mirror["arrays"][0][:5]).unsqueeze(1)
     assert torch.equal(ds.x_train[..., 2:30, 2:30], x_train)
-    assert ds.notes == ["padded 28x28 -> 32x32", "subset: 5 train / 3 test images"]
+    assert ds.notes == ["SVHN was not found and Fashion-MNIST was not found, so this run uses MNIST, the next "
+                        "dataset in the book's order (SVHN, Fashion-MNIST, MNIST).",
+                        "padded 28x28 -> 32x32", "subset: 5 train / 3 test images"]
     raw = lsdata.prepare("mnist", size=None)
     assert raw.x_train.shape == (20, 1, 28, 28) and raw.notes == []
+
+
+# ============================================================================= broken copies: report, then the next source
+# Issue 10, item 3: a broken copy must be reported and the next copy of the SAME dataset tried
+# before any other dataset; a move to another dataset is announced.
+
+
+def _fashion(mirror_root, write_idx, trust_md5, seed=0, *, debian=True):
+    """Fashion-MNIST in the mirror and (by default) in the (fake) Debian folder, same files, trusted MD5s."""
+    arrays = lsdata_arrays(seed)
+    md5 = write_idx(mirror_root / "fashion-mnist", *arrays)
+    if debian:
+        write_idx(_debian_dir(), *arrays)
+    trust_md5("fashion_mnist", md5)
+    return arrays
+
+
+def _debian_dir():
+    from pathlib import Path
+
+    return Path(lsdata.DATASETS["fashion_mnist"].system_dirs[0])
+
+
+def _truncate(path):
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    return path
+
+
+def _data_warnings(rec):
+    return [str(w.message) for w in rec if issubclass(w.category, lsdata.DataWarning)]
+
+
+def test_truncated_mirror_file_is_reported_and_the_debian_copy_is_used(mirror, write_idx, trust_md5):
+    arrays = _fashion(mirror, write_idx, trust_md5)
+    bad = _truncate(mirror / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    with pytest.warns(lsdata.DataWarning) as rec:
+        ds = load_images("fashion_mnist")
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and str(bad) in msgs[0] and "could not be read as an IDX file" in msgs[0]
+    assert "Debian package dataset-fashion-mnist" in msgs[0]  # ...and it says what was used instead
+    assert ds.name == "fashion_mnist" and ds.source == str(_debian_dir())
+    assert ds.origin == "Debian package dataset-fashion-mnist, MD5-checked"
+    assert_matches(ds, arrays)
+
+
+def test_auto_tries_the_next_copy_of_the_same_dataset_before_another_dataset(mirror, write_idx, trust_md5,
+                                                                              mnist_mirror):
+    trust_md5("mnist", mnist_mirror["md5"])
+    arrays = _fashion(mirror, write_idx, trust_md5)
+    _truncate(mirror / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
+    with pytest.warns(lsdata.DataWarning, match="t10k-images-idx3-ubyte.gz"):
+        ds = lsdata.prepare("auto", size=None)
+    assert ds.name == "fashion_mnist"  # not MNIST: the Debian copy of the same dataset is valid
+    assert_matches(ds, arrays)
+    assert ds.notes == ["SVHN was not found, so this run uses Fashion-MNIST, the next dataset in the book's "
+                        "order (SVHN, Fashion-MNIST, MNIST)."]
+
+
+def test_auto_falling_back_to_another_dataset_after_a_broken_copy_is_announced(mirror, write_idx, trust_md5,
+                                                                                mnist_mirror):
+    trust_md5("mnist", mnist_mirror["md5"])
+    _fashion(mirror, write_idx, trust_md5, debian=False)
+    bad = _truncate(mirror / "fashion-mnist" / "train-labels-idx1-ubyte.gz")
+    with pytest.warns(lsdata.DataWarning) as rec:
+        ds = lsdata.prepare("auto", size=None)
+    assert ds.name == "mnist"
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1, msgs
+    assert msgs[0].startswith("dataset='auto': ") and str(bad) in msgs[0]
+    assert "this run uses MNIST" in msgs[0] and "to run on Fashion-MNIST" in msgs[0]
+    note = ds.notes[0]
+    assert note.startswith("SVHN was not found and Fashion-MNIST was found but failed its checks "
+                           "(local mirror in LSUV_DATA_DIR: train-labels-idx1-ubyte.gz could not be read as an IDX file")
+    assert note.endswith("so this run uses MNIST, the next dataset in the book's order (SVHN, Fashion-MNIST, MNIST).")
+    assert str(mirror) not in note  # the page sentence carries no machine path
+    assert note in ds._repr_markdown_() and note in ds.describe()
+
+
+def test_auto_with_every_dataset_broken_or_missing_lists_all_of_them(mirror, write_idx, trust_md5):
+    _fashion(mirror, write_idx, trust_md5, debian=False)
+    _truncate(mirror / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataError) as err:
+        lsdata.prepare("auto")
+    msg = str(err.value)
+    assert "None of the datasets svhn, fashion_mnist, mnist could be loaded" in msg
+    assert str(mirror / "fashion-mnist" / "train-images-idx3-ubyte.gz") in msg
+    assert "could not be loaded: 1 copy found failed its checks" in msg
+    assert not err.value.missing
+
+
+def test_a_broken_copy_is_reported_again_on_every_cached_load_without_being_reread(mirror, write_idx, trust_md5,
+                                                                                   monkeypatch):
+    arrays = _fashion(mirror, write_idx, trust_md5)
+    bad = _truncate(mirror / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    with pytest.warns(lsdata.DataWarning):
+        load_images("fashion_mnist")
+    calls = []
+    real = lsdata._read_idx
+    monkeypatch.setattr(lsdata, "_read_idx", lambda *a: calls.append(a) or real(*a))
+    with pytest.warns(lsdata.DataWarning, match="Skipped a broken copy") as rec:
+        ds = load_images("fashion_mnist")
+    assert calls == []  # the cache knew both the broken copy and the good one, unchanged
+    assert "cached" in ds.source and str(bad) in _data_warnings(rec)[0]
+    assert ds.origin == "cache of Debian package dataset-fashion-mnist, MD5-checked"
+    assert_matches(ds, arrays)
+
+
+def test_md5_mismatch_in_the_first_data_dir_tries_the_second(tmp_path, monkeypatch, write_idx, trust_md5):
+    good_arrays, bad_arrays = lsdata_arrays(1), lsdata_arrays(2)
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    write_idx(bad / "mnist", *bad_arrays)
+    trust_md5("mnist", write_idx(good / "mnist", *good_arrays))
+    monkeypatch.setenv("LSUV_DATA_DIR", os.pathsep.join([str(bad), str(good)]))
+    with pytest.warns(lsdata.DataWarning) as rec:
+        ds = load_images("mnist")
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 1 and str(bad / "mnist" / "train-images-idx3-ubyte.gz") in msgs[0]
+    assert "its MD5 is" in msgs[0] and "expected" in msgs[0]
+    assert ds.source == str(good / "mnist")
+    assert_matches(ds, good_arrays)
+
+
+def test_mistyped_data_dir_is_warned_about_even_when_another_copy_serves(tmp_path, monkeypatch, write_idx,
+                                                                        trust_md5):
+    arrays = lsdata_arrays(3)
+    trust_md5("mnist", write_idx(lsdata.PROJECT_DATA / "mnist", *arrays))
+    typo = tmp_path / "datsets"
+    monkeypatch.setenv("LSUV_DATA_DIR", str(typo))
+    for _ in range(2):  # from the files, then from the cache: warned both times
+        with pytest.warns(lsdata.DataWarning) as rec:
+            ds = load_images("mnist")
+        assert _data_warnings(rec) == [
+            f"LSUV_DATA_DIR lists {typo}, which does not exist (a typo?); it was skipped. Entries are folders "
+            f"holding mnist/, fashion-mnist/ or svhn/, separated by '{os.pathsep}'."]
+        assert_matches(ds, arrays)
+        assert ds.origin.endswith("project data/ folder, MD5-checked")
+
+
+def test_data_dir_entries_that_are_files_or_dataset_folders_are_warned_about(tmp_path, monkeypatch, write_idx):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    write_idx(tmp_path / "flat", *lsdata_arrays(0))  # the mnist folder itself, not its parent
+    monkeypatch.setenv("LSUV_DATA_DIR", os.pathsep.join([str(a_file), str(tmp_path / "flat"), ""]))
+    with pytest.warns(lsdata.DataWarning) as rec, pytest.raises(DataError, match="was not found"):
+        load_images("mnist")
+    msgs = _data_warnings(rec)
+    assert len(msgs) == 2
+    assert f"LSUV_DATA_DIR lists {a_file}, which is a file, not a folder" in msgs[0]
+    assert f"LSUV_DATA_DIR lists {tmp_path / 'flat'}, which holds dataset files itself; list its parent" in msgs[1]
+
+
+def test_auto_warns_once_about_a_mistyped_data_dir(tmp_path, monkeypatch, mnist_mirror, trust_md5):
+    trust_md5("mnist", mnist_mirror["md5"])
+    monkeypatch.setenv("LSUV_DATA_DIR", os.pathsep.join([str(tmp_path / "typo"), os.environ["LSUV_DATA_DIR"]]))
+    with pytest.warns(lsdata.DataWarning) as rec:
+        assert lsdata.prepare("auto").name == "mnist"
+    assert len([m for m in _data_warnings(rec) if "does not exist" in m]) == 1
+
+
+# ============================================================================= the cache serves only its own inputs
+# Issue 10, item 4.
+
+
+def test_unchecked_cache_is_not_served_to_a_checked_load(mnist_mirror, cache_dir):
+    load_images("mnist", verify=False)  # wrong files, taken as they are
+    with pytest.raises(DataError) as err:
+        load_images("mnist")            # verify=True: must check the files, not trust the cache
+    assert "its MD5 is" in str(err.value) and str(mnist_mirror["folder"]) in str(err.value)
+    assert "verify=False" in str(err.value)
+
+
+def test_changed_source_files_rebuild_the_cache(mnist_mirror, cache_dir, write_idx):
+    load_images("mnist", verify=False)
+    new = lsdata_arrays(7)
+    new = tuple(np.resize(a, b.shape).astype(np.uint8) for a, b in zip(new, mnist_mirror["arrays"]))  # same sizes
+    write_idx(mnist_mirror["folder"], *new)
+    ds = load_images("mnist", verify=False)
+    assert "cached" not in ds.source
+    assert_matches(ds, new)
+    assert_matches(load_images("mnist", verify=False), new)  # and the rebuilt cache holds the new data
+
+
+def test_touched_source_files_rebuild_the_cache(mnist_mirror, cache_dir):
+    load_images("mnist", verify=False)
+    f = mnist_mirror["folder"] / "train-images-idx3-ubyte.gz"
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert "cached" not in load_images("mnist", verify=False).source
+
+
+def test_another_mirror_rebuilds_the_cache(tmp_path, monkeypatch, mnist_mirror, cache_dir, write_idx):
+    load_images("mnist", verify=False)
+    other = lsdata_arrays(5)
+    write_idx(tmp_path / "other" / "mnist", *other)
+    monkeypatch.setenv("LSUV_DATA_DIR", str(tmp_path / "other"))
+    ds = load_images("mnist", verify=False)
+    assert "cached" not in ds.source and ds.source == str(tmp_path / "other" / "mnist")
+    assert_matches(ds, other)
+
+
+def test_new_expected_md5s_invalidate_a_checked_cache(mnist_mirror, cache_dir, trust_md5):
+    trust_md5("mnist", mnist_mirror["md5"])
+    load_images("mnist")
+    trust_md5("mnist", {k: "0" * 32 for k in mnist_mirror["md5"]})
+    with pytest.raises(DataError, match="0" * 32):
+        load_images("mnist")
+
+
+def test_a_new_copy_earlier_in_the_order_is_used_instead_of_the_cache(tmp_path, monkeypatch, mnist_mirror,
+                                                                      cache_dir, write_idx):
+    load_images("mnist", verify=False)
+    first = lsdata_arrays(9)
+    write_idx(tmp_path / "first" / "mnist", *first)
+    monkeypatch.setenv("LSUV_DATA_DIR", os.pathsep.join([str(tmp_path / "first"), os.environ["LSUV_DATA_DIR"]]))
+    assert_matches(load_images("mnist", verify=False), first)
+
+
+def test_checked_and_unchecked_loads_alternate_correctly(mnist_mirror, cache_dir, trust_md5):
+    trust_md5("mnist", mnist_mirror["md5"])
+    assert load_images("mnist").origin == "local mirror in LSUV_DATA_DIR, MD5-checked"
+    unchecked = load_images("mnist", verify=False)
+    assert "cached" not in unchecked.source  # another key: rebuilt...
+    assert unchecked.origin == "local mirror in LSUV_DATA_DIR, MD5-checked"  # ...and the MD5s matched anyway
+    assert "cached" in load_images("mnist", verify=False).source
+
+
+def test_cache_key_covers_the_format_version(mnist_mirror, cache_dir, monkeypatch):
+    load_images("mnist", verify=False)
+    key = torch.load(cache_dir / "mnist.pt", weights_only=True)["key"]
+    monkeypatch.setattr(lsdata, "CACHE_VERSION", lsdata.CACHE_VERSION + 1)
+    fp = [lsdata._fingerprint(mnist_mirror["folder"], lsdata.DATASETS["mnist"])]
+    assert lsdata._cache_key(lsdata.DATASETS["mnist"], False, fp) != key
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, mnist_mirror):
+    bad = tmp_path / "cache.txt"
+    bad.write_text("not a folder")
+    monkeypatch.setenv("LSUV_CACHE_DIR", str(bad))
+    with pytest.raises(lsdata.DataConfigError) as err:
+        load_images("mnist", verify=False)
+    assert str(err.value).startswith(f"LSUV_CACHE_DIR={bad} is a file, not a folder.")
+    assert "unset it" in str(err.value)
+    with pytest.raises(lsdata.DataConfigError, match="LSUV_CACHE_DIR"):
+        lsdata.prepare("auto")  # not taken for a missing dataset and swallowed by the fallback
+    monkeypatch.setenv("LSUV_CACHE_DIR", str(bad / "sub"))
+    with pytest.raises(lsdata.DataConfigError, match=f"is inside {bad}, which is a file"):
+        load_images("mnist", verify=False)
+    assert_matches(load_images("mnist", verify=False, cache=False), mnist_mirror["arrays"])  # no cache, no problem
+
+
+def test_unwritable_cache_is_a_warning_not_a_failure(mnist_mirror, cache_dir, monkeypatch):
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(lsdata, "_save_cache", denied)
+    with pytest.warns(lsdata.DataWarning, match="Could not write the cache .*Permission denied"):
+        ds = load_images("mnist", verify=False)
+    assert_matches(ds, mnist_mirror["arrays"])
+
+
+def test_cache_files_get_normal_permissions(mnist_mirror, cache_dir):
+    old = os.umask(0o022)
+    try:
+        load_images("mnist", verify=False)
+    finally:
+        os.umask(old)
+    assert (cache_dir / "mnist.pt").stat().st_mode & 0o777 == 0o644
+
+
+# ============================================================================= what a page shows: no machine paths
+# Issue 9: the dataset's repr showed "/usr/share/... (cached in <checkout>/data/cache/...)".
+
+
+def _no_paths(text, *paths):
+    for p in paths:
+        assert str(p) not in text, f"{p} shown in {text!r}"
+    assert "/tmp" not in text and "cached in" not in text
+
+
+def test_loaded_dataset_shows_its_kind_of_source_not_its_path(mnist_mirror, cache_dir, trust_md5):
+    trust_md5("mnist", mnist_mirror["md5"])
+    for cached in (False, True):
+        ds = lsdata.prepare("mnist", size=32, n_train=5, n_test=3)
+        assert ("cached in" in ds.source) == cached and str(mnist_mirror["folder"]) in ds.source  # kept for results
+        kind = ("cache of " if cached else "") + "local mirror in LSUV_DATA_DIR, MD5-checked"
+        assert repr(ds) == f"ImageSet('mnist', train=(5, 1, 32, 32), test=(3, 1, 32, 32), origin={kind!r})"
+        assert ds.describe() == (f"MNIST: 5 training and 3 test images (1×32×32, uint8), 10 classes. Source: {kind}. "
+                                 "padded 28x28 -> 32x32. subset: 5 train / 3 test images.")
+        md = ds._repr_markdown_()
+        assert md.startswith("**MNIST**: 5 training and 3 test images (1×32×32, uint8), 10 classes.")
+        assert f"Source: {kind}." in md and "- padded 28x28 -> 32x32" in md
+        for text in (repr(ds), ds.describe(), md):
+            _no_paths(text, mnist_mirror["folder"], cache_dir)
+
+
+def test_source_kinds(tmp_path, monkeypatch, write_idx):
+    arrays = lsdata_arrays(0)
+    write_idx(lsdata.PROJECT_DATA / "mnist", *arrays)
+    write_idx(_debian_dir(), *arrays)
+    assert load_images("mnist", verify=False).origin == (
+        "project data/ folder, MD5 differs from the canonical files (loaded with verify=False)")
+    assert load_images("fashion_mnist", verify=False, cache=False).origin.startswith(
+        "Debian package dataset-fashion-mnist, ")
+    assert small_set().source_kind == "memory"
+    hand = ImageSet("t", *as_tensors(arrays), ("a",), source="/some/where/t")
+    assert hand.source_kind == "files on this machine" and "/some" not in repr(hand)
+
+
+def test_hub_copy_is_used_after_broken_local_copies_and_cached(mirror, write_idx, trust_md5, monkeypatch, cache_dir,
+                                                               no_network):
+    import datasets
+
+    dsd, expected = make_dataset_dict("L", size=28)
+    requested = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, config=None, **k: requested.append(repo) or dsd)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    write_idx(mirror / "mnist", *lsdata_arrays(0))  # fails its (real) MD5 check
+    with pytest.warns(lsdata.DataWarning, match="Hugging Face Hub ylecun/mnist"):
+        ds = load_images("mnist")
+    assert requested == ["ylecun/mnist"] and ds.origin == "Hugging Face Hub ylecun/mnist"
+    assert ds.source == "huggingface:ylecun/mnist"
+    check_hub_tensors({k: getattr(ds, k) for k in lsdata.TENSOR_KEYS}, expected)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(lsdata.DataWarning, match="Skipped a broken copy"):
+        again = load_images("mnist")  # offline now: the Hub's data come from the cache
+    assert again.origin == "cache of Hugging Face Hub ylecun/mnist" and requested == ["ylecun/mnist"]
+
+
+def test_svhn_origin_from_mat_files(mirror):
+    write_svhn(mirror / "svhn")
+    ds = load_images("svhn", verify=False)
+    assert ds.origin == "local mirror in LSUV_DATA_DIR, MD5 differs from the canonical files (loaded with verify=False)"
+    assert "cached" in load_images("svhn", verify=False).source

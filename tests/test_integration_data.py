@@ -71,8 +71,11 @@ def test_real_mnist(monkeypatch, cache_dir):
     assert std == pytest.approx(0.308108, abs=1e-5)
     assert ds.x_train.max() == 255 and ds.x_train.min() == 0
 
+    assert ds.origin == "local mirror in LSUV_DATA_DIR, MD5-checked"
     again = load_images("mnist")
     assert "cached" in again.source and str(cache_dir / "mnist.pt") in again.source
+    assert again.origin == "cache of local mirror in LSUV_DATA_DIR, MD5-checked"
+    assert str(MNIST_ROOT) not in repr(again) and str(cache_dir) not in again._repr_markdown_()
     assert_same(ds, again)
     assert sorted(p.name for p in cache_dir.iterdir()) == ["mnist.pt"]
 
@@ -89,7 +92,26 @@ def test_real_fashion_mnist_from_the_debian_folder(cache_dir):
     mean, std = ds.stats()
     assert 0.2 < mean < 0.4 and 0.3 < std < 0.4  # Fashion-MNIST is brighter than MNIST (about 0.286 / 0.353)
 
+    assert ds.origin == "Debian package dataset-fashion-mnist, MD5-checked"
     again = load_images("fashion-mnist")
     assert "cached" in again.source and str(FASHION_SYSTEM_DIR) in again.source
+    assert repr(again) == ("ImageSet('fashion_mnist', train=(60000, 1, 28, 28), test=(10000, 1, 28, 28), "
+                           "origin='cache of Debian package dataset-fashion-mnist, MD5-checked')")
     assert_same(ds, again)
     assert lsdata.best_available() == "fashion_mnist"  # SVHN absent: the book's stand-in rule picks it
+
+
+@needs_fashion
+def test_truncated_fashion_mnist_in_the_mirror_falls_through_to_the_debian_copy(tmp_path, monkeypatch, cache_dir):
+    """Issue 10 item 3, on the real files: a cut mirror copy is reported and Debian's copy used."""
+    mirror = tmp_path / "mirror" / "fashion-mnist"
+    mirror.mkdir(parents=True)
+    for f in lsdata.IDX_FILES:
+        blob = (FASHION_SYSTEM_DIR / f"{f}.gz").read_bytes()
+        (mirror / f"{f}.gz").write_bytes(blob[: len(blob) // 2] if f == "train-images-idx3-ubyte" else blob)
+    monkeypatch.setenv("LSUV_DATA_DIR", str(tmp_path / "mirror"))
+    with pytest.warns(lsdata.DataWarning, match="train-images-idx3-ubyte.gz could not be read") as rec:
+        ds = lsdata.prepare("auto", size=None)
+    assert ds.name == "fashion_mnist" and ds.source == str(FASHION_SYSTEM_DIR)
+    assert any(str(mirror / "train-images-idx3-ubyte.gz") in str(w.message) for w in rec)
+    check_shapes(ds)
