@@ -1,6 +1,8 @@
 """How long `lsuv_init` takes on the blog's CNN with a 1024-image batch, per variant.
 
 Target (issue 3): well under 1 s on 2 CPU cores. The last line is one JSON object.
+Every variant in ``lsuvlib.lsuv.VARIANTS`` is timed (``blog`` and ``paper`` included);
+the "steps" column is the adjustment steps, ``report.forward_passes`` the passes run.
 
     python benchmarks/lsuv_speed.py [--repeats N] [--batch-size N]
 """
@@ -17,10 +19,10 @@ import torch
 import lsuvlib as L
 
 
-def time_variant(xb: torch.Tensor, variant: str, repeats: int) -> tuple[float, int]:
-    """Median seconds of lsuv_init on a fresh model, and the total adjustment steps it took."""
+def time_variant(xb: torch.Tensor, variant: str, repeats: int) -> tuple[float, int, int]:
+    """Median seconds of lsuv_init on a fresh model, the total adjustment steps and the forward passes it took."""
     act = partial(L.GeneralRelu, leak=0.1, sub=0.4)
-    times, steps = [], 0
+    times, steps, passes = [], 0, 0
     for i in range(repeats + 1):  # the first call warms up the kernels and is not counted
         L.set_seed(i)
         model = L.get_model(act=act)
@@ -28,8 +30,8 @@ def time_variant(xb: torch.Tensor, variant: str, repeats: int) -> tuple[float, i
         report = L.lsuv_init(model, xb, variant)
         if i:
             times.append(time.perf_counter() - start)
-            steps = sum(r.iterations for r in report)
-    return statistics.median(times), steps
+            steps, passes = sum(r.iterations for r in report), report.forward_passes
+    return statistics.median(times), steps, passes
 
 
 def main() -> None:
@@ -40,11 +42,11 @@ def main() -> None:
     ds = L.prepare("mnist", size=32)
     xb, _ = L.dataloaders(ds, args.batch_size).train.one_batch()
     result = {"batch_size": args.batch_size, "threads": torch.get_num_threads(), "target_s": 1.0}
-    print(f"{'variant':<10} {'median s':>9} {'steps':>6}")
+    print(f"{'variant':<10} {'median s':>9} {'steps':>6} {'passes':>7}")
     for variant in L.lsuv.VARIANTS:
-        seconds, steps = time_variant(xb, variant, args.repeats)
+        seconds, steps, passes = time_variant(xb, variant, args.repeats)
         result[f"{variant}_s"] = round(seconds, 4)
-        print(f"{variant:<10} {seconds:>9.3f} {steps:>6}")
+        print(f"{variant:<10} {seconds:>9.3f} {steps:>6} {passes:>7}")
     print(json.dumps(result))
 
 
