@@ -1,45 +1,76 @@
-"""Activation statistics recorded while training: per layer and per batch, mean, std and a histogram."""
+"""Activation statistics recorded while training: per layer and per batch, mean, std, zero share and a histogram.
+
+The charts of these statistics live in :mod:`lsuvlib.charts` (``color_dim``, ``dead_chart``,
+``plot_stats``), which reads an :class:`ActivationStats`; this module draws nothing.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
+from . import nonlinear
 from .hooks import Hooks, layer_names
 from .learner import Callback
-from .models import GeneralRelu
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, GeneralRelu)
+if TYPE_CHECKING:
+    from .learner import Learner
 
 
 class ActivationStats(Callback):
     """Record the output of every activation module on each *training* batch.
 
-    Per layer and batch it keeps the mean, the std and a histogram of ``|a|`` over
-    ``bins`` equal bins in ``[0, hist_max]`` (the lowest bin, ``|a| < hist_max / bins``,
-    is what :meth:`dead_fraction` calls "near zero"). Mean and std cover the whole
-    batch; the histogram covers its first ``hist_images`` images (``None``: all), since
-    ``histc`` is most of the cost and a few hundred images already fill every bin.
+    Per layer and batch it keeps:
+
+    - ``means``, ``stds``: mean and std of the whole batch's activations;
+    - ``zeros``: the share of the whole batch's activations that are exactly 0 (units a
+      ReLU switched off);
+    - ``hists``: a histogram of ``|a|`` over ``bins`` equal bins in ``[0, hist_max]``, of the
+      first ``hist_images`` images of the batch (``None``: all), since ``histc`` is most of
+      the cost. Values above ``hist_max`` fall outside every bin, as in ``torch.histc``.
+
+    :meth:`dead_fraction` is the fastai course's "dead" share (its ``get_min``): the lowest
+    bin's count over the histogram's total, i.e. the share of ``|a| < hist_max / bins``
+    (0.25 with the defaults) among the histogrammed ``|a| <= hist_max``. It counts small live
+    outputs too; :meth:`zero_fraction` counts only exact zeros.
+
+    ``types``: module types to record; ``None`` (the default) asks
+    :func:`lsuvlib.nonlinear.is_activation` when the fit starts, so types registered with
+    :func:`lsuvlib.nonlinear.register_activation` count. ``modules``: record exactly these.
     Everything stays on the device until the fit ends, then moves to the CPU in one copy.
     """
 
     order = 10  # after initialisers such as LSUVCallback, which run forward passes of their own
 
-    def __init__(self, types: tuple[type[nn.Module], ...] = ACTIVATIONS, modules: Sequence[nn.Module] | None = None,
+    def __init__(self, types: tuple[type[nn.Module], ...] | None = None, modules: Sequence[nn.Module] | None = None,
                  bins: int = 40, hist_max: float = 10.0, hist_images: int | None = 256):
+        if bins < 1 or not hist_max > 0:
+            raise ValueError(f"need bins >= 1 and hist_max > 0, got bins={bins}, hist_max={hist_max}")
+        if hist_images is not None and hist_images < 1:
+            raise ValueError(f"hist_images must be at least 1 or None (all images), got {hist_images}")
         self.types, self.modules, self.bins, self.hist_max = types, modules, bins, hist_max
         self.hist_images = hist_images
+        self.max_batch = 0  # the largest batch seen: tells whether the histograms covered whole batches
         self.recording = False
 
-    def before_fit(self, learn) -> None:
-        mods = list(self.modules) if self.modules is not None else [
-            m for m in learn.model.modules() if isinstance(m, self.types)]
+    @property
+    def near_zero_cutoff(self) -> float:
+        """Upper edge of the lowest histogram bin: what :meth:`dead_fraction` calls near zero."""
+        return self.hist_max / self.bins
+
+    def _wanted(self, m: nn.Module) -> bool:
+        return isinstance(m, self.types) if self.types is not None else nonlinear.is_activation(m)
+
+    def before_fit(self, learn: Learner) -> None:
+        mods = list(self.modules) if self.modules is not None else [m for m in learn.model.modules() if self._wanted(m)]
         if not mods:
-            raise ValueError(f"no module of type {[t.__name__ for t in self.types]} in the model to record")
+            types = self.types if self.types is not None else nonlinear.ACTIVATION_TYPES
+            raise ValueError(f"no module of type {', '.join(t.__name__ for t in types)} in the model to record; pass "
+                             "modules=[...] or register your type with lsuvlib.register_activation(YourType)")
         names = layer_names(learn.model)
         self.names = [f"{names[m]} ({type(m).__name__})" for m in mods]
-        self._raw = [([], [], []) for _ in mods]
+        self._raw = [([], [], [], []) for _ in mods]
         self.hooks = Hooks(mods, self._record)
 
     @torch.no_grad()
@@ -47,18 +78,20 @@ class ActivationStats(Callback):
         if not self.recording:
             return
         a = output.detach().float()
-        means, stds, hists = self._raw[i]
+        means, stds, zeros, hists = self._raw[i]
         means.append(a.mean())
         stds.append(a.std())
+        zeros.append((a == 0).float().mean())
         hists.append(torch.histc(a[:self.hist_images].abs(), self.bins, 0, self.hist_max))
+        self.max_batch = max(self.max_batch, a.shape[0] if a.dim() else 1)
 
-    def before_batch(self, learn) -> None:
+    def before_batch(self, learn: Learner) -> None:
         self.recording = learn.training
 
-    def after_batch(self, learn) -> None:
+    def after_batch(self, learn: Learner) -> None:
         self.recording = False
 
-    def after_fit(self, learn) -> None:
+    def after_fit(self, learn: Learner) -> None:
         # Also runs when the fit failed, maybe before before_fit finished: never mask that error.
         hooks = getattr(self, "hooks", None)
         if hooks is not None:
@@ -73,32 +106,38 @@ class ActivationStats(Callback):
             # [layers, batches] (or [layers, batches, bins]), moved off the device in one copy.
             return torch.stack([torch.stack(r[i][:n]) for r in raw]).cpu() if n else torch.empty(0)
 
-        self.means, self.stds, self.hists = stack(0), stack(1), stack(2)
+        self.means, self.stds, self.zeros, self.hists = stack(0), stack(1), stack(2), stack(3)
+
+    @property
+    def hist_is_partial(self) -> bool:
+        """True when some batch had more images than the histograms counted."""
+        return self.hist_images is not None and self.max_batch > self.hist_images
+
+    def hist_note(self) -> str:
+        """What the histogram counts cover, for chart labels: "" when they cover whole batches."""
+        if not self.hist_is_partial:
+            return ""
+        return f"histogram counts from the first {self.hist_images} of {self.max_batch} images per batch"
 
     def dead_fraction(self) -> torch.Tensor:
-        """Share of activations in the lowest ``|a|`` bin, ``[layers, batches]``."""
+        """Near-zero share per ``[layer, batch]``: the course's definition (lowest bin over all bins)."""
         return self.hists[..., 0] / self.hists.sum(-1).clamp_min(1)
 
+    def zero_fraction(self) -> torch.Tensor:
+        """Share of activations exactly 0 per ``[layer, batch]``, over whole batches."""
+        return self.zeros
+
     def summary(self, last: int = 10) -> list[dict]:
-        """Per layer: mean, std and near-zero share averaged over the ``last`` recorded batches."""
-        dead = self.dead_fraction()
+        """Per layer: mean, std, near-zero and exact-zero shares averaged over the ``last`` recorded batches."""
+        near, zero = self.dead_fraction(), self.zero_fraction()
         return [dict(layer=name, mean=self.means[i, -last:].mean().item(), std=self.stds[i, -last:].mean().item(),
-                     near_zero=dead[i, -last:].mean().item()) for i, name in enumerate(self.names)]
+                     near_zero=near[i, -last:].mean().item(), zero=zero[i, -last:].mean().item())
+                for i, name in enumerate(self.names)]
 
     def to_dict(self) -> dict:
         """Per-batch series as plain lists, for results files."""
         return dict(layers=self.names, means=self.means.tolist(), stds=self.stds.tolist(),
-                    near_zero=self.dead_fraction().tolist())
+                    near_zero=self.dead_fraction().tolist(), zero=self.zero_fraction().tolist(),
+                    near_zero_cutoff=self.near_zero_cutoff, hist_images=self.hist_images,
+                    max_batch=self.max_batch)
 
-    # The blog's three activation charts; the drawing lives in charts.py.
-    def color_dim(self, **kw):
-        from .charts import color_dim
-        return color_dim(self, **kw)
-
-    def dead_chart(self, **kw):
-        from .charts import dead_chart
-        return dead_chart(self, **kw)
-
-    def plot_stats(self, **kw):
-        from .charts import plot_stats
-        return plot_stats(self, **kw)

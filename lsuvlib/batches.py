@@ -7,12 +7,14 @@ Pixels become floats one batch at a time, which keeps the resident copy 4x small
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from .data import ImageSet
 from .runtime import default_device
+
+if TYPE_CHECKING:
+    from .data import ImageSet
 
 
 class Batches:
@@ -56,14 +58,21 @@ class Batches:
         return x, self.y.index_select(0, j)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self.order()
+        return self.iter_with(self.generator)
+
+    def iter_with(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass whose shuffle draws from ``generator`` (the loader's own is left as it is)."""
+        idx = self.order(generator)
         for i in range(0, len(idx), self.batch_size):
             yield self.batch(idx[i:i + self.batch_size])
 
+    def fork_generator(self) -> torch.Generator:
+        """A new generator in the loader's current state: its passes are the ones training would see next."""
+        return torch.Generator().set_state(self.generator.get_state())
+
     def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch the next pass will start with, drawn without advancing the shuffle."""
-        peek = torch.Generator().set_state(self.generator.get_state())
-        return self.batch(self.order(peek)[:self.batch_size])
+        return self.batch(self.order(self.fork_generator())[:self.batch_size])
 
 
 @dataclass

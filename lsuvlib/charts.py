@@ -1,36 +1,64 @@
 """The book's charts. Each returns a matplotlib Figure with titles, axis labels and legends.
 
-Figures are built without pyplot's global state, so nothing leaks between calls;
-in IPython a returned Figure is shown once, as a PNG.
+Figures are built without pyplot's global state, so nothing leaks between calls, and
+importing this module changes no global setting: the house style is applied per figure
+(:func:`matplotlib.rc_context` around each chart), and showing Figures in IPython is
+switched on by :func:`register_ipython_png` (``lsuvlib.page.setup()`` calls it).
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .activations import ActivationStats
+if TYPE_CHECKING:
+    from .activations import ActivationStats
+    from .lr_finder import LRFindResult
 
-matplotlib.rcParams.update({"figure.dpi": 96, "axes.spines.top": False, "axes.spines.right": False})
+# Applied while a chart is built (axes read the spine settings when they are created).
+STYLE = {"figure.dpi": 96, "axes.spines.top": False, "axes.spines.right": False}
 
 
-def _show_figures_in_ipython() -> None:
-    """Display Figure objects as PNG in IPython; without pyplot, nothing else registers that."""
+def _styled(chart: Callable[..., Figure]) -> Callable[..., Figure]:
+    @functools.wraps(chart)
+    def build(*args: Any, **kwargs: Any) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return chart(*args, **kwargs)
+    return build
+
+
+def register_ipython_png(dpi: int = 110) -> bool:
+    """Show a returned Figure as a PNG in the running IPython kernel; False outside IPython.
+
+    Without pyplot nothing else registers a display for bare Figures. Calling it again
+    replaces the earlier registration, so it is safe to call from every chapter.
+    """
     try:
         from IPython import get_ipython
         from IPython.core.pylabtools import print_figure
     except ImportError:
-        return
+        return False
     shell = get_ipython()
-    if shell is not None:
-        shell.display_formatter.formatters["image/png"].for_type(
-            Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight", dpi=110))
+    if shell is None:
+        return False
+    shell.display_formatter.formatters["image/png"].for_type(
+        Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight", dpi=dpi))
+    return True
 
 
-_show_figures_in_ipython()
+def _require_stats(stats: ActivationStats) -> None:
+    if not hasattr(stats, "means"):
+        raise ValueError("this ActivationStats has recorded nothing: pass it in a Learner's cbs and fit first")
+    if stats.means.numel() == 0:
+        raise ValueError("this ActivationStats recorded no training batch (the fit stopped before the first one)")
+
+
+def _with_note(title: str, note: str) -> str:
+    return f"{title}\n({note})" if note else title
 
 
 def _grid(n: int, width: float = 11, row_height: float = 3.2, cols: int = 2) -> tuple[Figure, list]:
@@ -42,6 +70,7 @@ def _grid(n: int, width: float = 11, row_height: float = 3.2, cols: int = 2) -> 
     return fig, axes[:n]
 
 
+@_styled
 def plot_history(history: list[dict], batch_losses: Sequence[float], title: str = "Training") -> Figure:
     """Training loss per batch, and loss and accuracy per epoch for both splits."""
     fig = Figure(figsize=(11, 3.4), layout="constrained")
@@ -58,38 +87,66 @@ def plot_history(history: list[dict], batch_losses: Sequence[float], title: str 
     return fig
 
 
+@_styled
 def color_dim(stats: ActivationStats, title: str = "Activation histograms") -> Figure:
-    """For each layer, how often each ``|activation|`` range occurs (colour, log scale) per batch."""
+    """For each layer, how often each ``|activation|`` range occurs (colour, log scale) per batch.
+
+    When the histograms counted only the first ``hist_images`` images of each batch, the
+    figure title says so.
+    """
+    _require_stats(stats)
     fig, axes = _grid(len(stats.names))
     for ax, name, hist in zip(axes, stats.names, stats.hists):
         im = ax.imshow(np.log1p(hist.T.numpy()), origin="lower", aspect="auto", cmap="viridis",
                        extent=(0, hist.shape[0], 0, stats.hist_max))
         ax.set(title=f"Layer {name}", xlabel="Training batch", ylabel="|activation|")
         fig.colorbar(im, ax=ax, label="log(1 + count)")
-    fig.suptitle(title)
+    fig.suptitle(_with_note(title, stats.hist_note()))
     return fig
 
 
-def dead_chart(stats: ActivationStats, title: str = "Near-zero activations") -> Figure:
-    """For each layer, the share of activations in the lowest histogram bin per batch (1 = all dead)."""
+DEAD_KINDS = ("zero", "near")
+
+
+@_styled
+def dead_chart(stats: ActivationStats, which: str = "zero", title: str | None = None) -> Figure:
+    """For each layer, the share of "dead" activations per training batch (0 = none, 1 = all).
+
+    ``which="zero"``: the share exactly 0, over whole batches (units a ReLU switched off).
+    ``which="near"``: the fastai course's definition, the lowest histogram bin
+    (``|a| < hist_max / bins``, 0.25 by default), which also counts small live outputs; the
+    title says when those counts cover only part of each batch.
+    """
+    if which not in DEAD_KINDS:
+        raise ValueError(f"which must be 'zero' (exactly 0) or 'near' (lowest histogram bin), got {which!r}")
+    _require_stats(stats)
+    cutoff = stats.near_zero_cutoff
+    if which == "zero":
+        shares, label, note = stats.zero_fraction(), "share exactly 0", ""
+        default_title = "Activations exactly zero"
+    else:
+        shares, label, note = stats.dead_fraction(), f"share with |a| < {cutoff:g}", stats.hist_note()
+        default_title = f"Near-zero activations (|a| < {cutoff:g})"
     fig, axes = _grid(len(stats.names))
-    cutoff = stats.hist_max / stats.bins
-    for ax, name, dead in zip(axes, stats.names, stats.dead_fraction()):
-        ax.plot(dead.numpy(), lw=2)
-        ax.set(title=f"Layer {name}", xlabel="Training batch", ylabel=f"share with |a| < {cutoff:g}", ylim=(0, 1))
-    fig.suptitle(title)
+    for ax, name, share in zip(axes, stats.names, shares):
+        ax.plot(share.numpy(), lw=2, label=label)
+        ax.set(title=f"Layer {name}", xlabel="Training batch", ylabel=label, ylim=(0, 1))
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle(_with_note(title or default_title, note))
     return fig
 
 
+@_styled
 def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per layer") -> Figure:
     """Mean (target 0) and std (target 1) of each layer's activations over training batches."""
+    _require_stats(stats)
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
     for name, m, s in zip(stats.names, stats.means, stats.stds):
         ax_mean.plot(m.numpy(), label=name)
         ax_std.plot(s.numpy(), label=name)
-    ax_mean.axhline(0, color="k", lw=0.7, ls=":")
-    ax_std.axhline(1, color="k", lw=0.7, ls=":")
+    ax_mean.axhline(0, color="k", lw=0.7, ls=":", label="target 0")
+    ax_std.axhline(1, color="k", lw=0.7, ls=":", label="target 1")
     ax_mean.set(title="Mean", xlabel="Training batch", ylabel="Mean activation")
     ax_std.set(title="Standard deviation", xlabel="Training batch", ylabel="Std of activation")
     ax_std.legend(title="Layer", fontsize="small")
@@ -97,17 +154,64 @@ def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per
     return fig
 
 
-def plot_lr_find(result, title: str = "Learning-rate finder") -> Figure:
+@_styled
+def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's forward passes") -> Figure:
+    """Mean and std of each paired activation at every forward pass LSUV ran: the blog's "staircase".
+
+    Reads ``report.passes`` (``lsuv_init(..., trace=True)``): one entry per pass with the
+    layer being initialised (``target``) and each activation's ``mean`` and ``std``. A
+    dashed vertical line marks each pass where LSUV moves on to the next layer; an
+    activation absent from a pass leaves a gap.
+    """
+    passes = getattr(report, "passes", None)
+    if not passes:
+        raise ValueError("the report has no recorded passes: run lsuv_init(..., trace=True) "
+                         "(or LSUVCallback(..., trace=True)) to record them")
+    layers: dict[str, str] = {}  # layer -> legend label, in order of first appearance
+    for p in passes:
+        for s in p["stats"]:
+            if s["layer"] not in layers:
+                layers[s["layer"]] = f"{s['layer']} ({s['activation']})" if s.get("activation") else s["layer"]
+    x = [p["index"] for p in passes]
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax_mean, ax_std = fig.subplots(1, 2)
+    for layer, label in layers.items():
+        by_pass = [{s["layer"]: s for s in p["stats"]}.get(layer) for p in passes]
+        ax_mean.plot(x, [s["mean"] if s else math.nan for s in by_pass], marker=".", label=label)
+        ax_std.plot(x, [s["std"] if s else math.nan for s in by_pass], marker=".", label=label)
+    starts = [(p["index"], p["target"]) for k, p in enumerate(passes)
+              if k == 0 or p["target"] != passes[k - 1]["target"]]
+    for ax, target in ((ax_mean, 0), (ax_std, 1)):
+        for n, (index, _) in enumerate(starts):
+            ax.axvline(index, color="0.5", lw=0.8, ls="--", label="LSUV moves to the next layer" if n == 0 else None)
+        ax.axhline(target, color="k", lw=0.7, ls=":", label=f"target {target}")
+    for index, target in starts:
+        ax_mean.annotate(target, (index, 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                         ha="right", fontsize="x-small", color="0.4")
+    ax_mean.set(title="Mean", xlabel="LSUV forward pass", ylabel="Mean activation")
+    ax_std.set(title="Standard deviation", xlabel="LSUV forward pass", ylabel="Std of activation")
+    ax_std.legend(title="Activation", fontsize="small")
+    ax_mean.legend(fontsize="small", handles=[h for h in ax_mean.get_legend_handles_labels()[0]
+                                              if h.get_label().startswith(("LSUV", "target"))])
+    fig.suptitle(title)
+    return fig
+
+
+@_styled
+def plot_lr_find(result: LRFindResult, title: str = "Learning-rate finder") -> Figure:
     """Loss against learning rate (log scale) with the suggested rate marked."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
-    ax.plot(result.lrs, result.losses, label="smoothed training loss")
+    smoothing = getattr(result, "smoothing", 0.0)
+    label = f"training loss, smoothed (EMA {smoothing:g})" if smoothing else "training loss of each batch"
+    ax.plot(result.lrs, result.losses, label=label)
     ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggested lr = {result.suggestion:.3g}")
     ax.set(xscale="log", title=title, xlabel="Learning rate (log scale)", ylabel="Loss")
     ax.legend()
     return fig
 
 
+@_styled
 def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation std through a deep stack") -> Figure:
     """Std of the activations after each layer, one line per initialisation (log y axis)."""
     fig = Figure(figsize=(8, 3.8), layout="constrained")
@@ -120,6 +224,7 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
     return fig
 
 
+@_styled
 def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: str = "Test accuracy per epoch") -> Figure:
     """Mean over seeds with a 95% confidence band, one line per configuration.
 
@@ -137,6 +242,7 @@ def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: st
     return fig
 
 
+@_styled
 def plot_activation_fn(fn, start: float = -4.0, end: float = 4.0, title: str | None = None) -> Figure:
     """The shape of an activation function, e.g. ``GeneralRelu(leak=0.1, sub=0.4)``."""
     import torch
@@ -144,7 +250,8 @@ def plot_activation_fn(fn, start: float = -4.0, end: float = 4.0, title: str | N
     x = torch.linspace(start, end, 200)
     fig = Figure(figsize=(5, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.plot(x.numpy(), fn(x).detach().numpy())
+    ax.plot(x.numpy(), fn(x).detach().numpy(), label=repr(fn))
+    ax.legend(fontsize="small")
     ax.axhline(0, color="k", lw=0.7)
     ax.axvline(0, color="k", lw=0.7)
     ax.grid(True, ls="--", alpha=0.5)
@@ -152,6 +259,7 @@ def plot_activation_fn(fn, start: float = -4.0, end: float = 4.0, title: str | N
     return fig
 
 
+@_styled
 def plot_input_moments(series: dict[str, tuple[list[float], list[float]]],
                        title: str = "Input statistics per training batch") -> Figure:
     """Per-batch mean and std of the inputs, one line per preprocessing."""

@@ -1,74 +1,109 @@
-"""The learning-rate range test (Smith 2017): raise the rate every batch and watch the loss."""
+"""The learning-rate range test (Smith 2017): raise the rate every batch and watch the loss.
+
+The defaults are the blog's finder (the fastai course's ``LRFinderCB``, see
+``lsuvlib.sources.BLOG["lr_finder"]``): start at 1e-7, multiply the rate by 1.3 after every
+batch, plain SGD, raw (unsmoothed) losses, stop once a loss exceeds 3 times the lowest so
+far or is not finite, and at most one pass over the training batches.
+"""
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import Batches
+if TYPE_CHECKING:
+    from .batches import Batches
 
 
 @dataclass
 class LRFindResult:
-    lrs: list[float]
-    losses: list[float]          # smoothed, bias-corrected
-    suggestion: float            # the rate at the lowest smoothed loss, divided by 10
-    stopped: str = ""            # why the sweep ended before ``end``, if it did
+    lrs: list[float]             # the rate each batch was trained with
+    losses: list[float]          # the curve the stop rule and the suggestion use: raw, or smoothed if smoothing > 0
+    suggestion: float            # rate at the lowest loss in ``losses`` / 10 (ours; the blog read its plot)
+    stopped: str = ""            # why the sweep ended before ``max_iters``, if it did
     raw_losses: list[float] = field(default_factory=list)
+    smoothing: float = 0.0       # 0: ``losses`` are the raw losses
 
 
-def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_entropy, start: float = 1e-5,
-            end: float = 10.0, n_iters: int = 100, stop_factor: float = 4.0, momentum: float = 0.0,
-            smoothing: float = 0.9) -> LRFindResult:
-    """Train for ``n_iters`` batches with the rate growing geometrically from ``start`` to ``end``.
+def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_entropy, start: float = 1e-7,
+            growth: float = 1.3, max_iters: int | None = None, stop_factor: float = 3.0, momentum: float = 0.0,
+            smoothing: float = 0.0) -> LRFindResult:
+    """Train on one batch after another, the rate growing by ``growth`` per batch from ``start``.
 
-    The sweep stops early once the smoothed loss exceeds ``stop_factor`` times its best,
-    or is not finite. The model's weights and train/eval mode are restored afterwards,
-    whatever happens, so the range test leaves no trace on the model.
+    Batch ``i`` is trained at ``start * growth**i``. The sweep ends after ``max_iters``
+    batches (``None``: one pass over ``batches``, as the blog's one epoch; more than one
+    pass starts another), or early, after recording a loss that is not finite or exceeds
+    ``stop_factor`` times the lowest loss before it. ``smoothing`` > 0 replaces each loss by
+    its bias-corrected exponential moving average (``fastai``'s later finder does, with 0.98)
+    before the stop rule and the suggestion see it; the blog used the raw losses.
+
+    What it leaves behind: it trains ``model`` itself, in place, with a fresh SGD optimiser
+    that is discarded; then, whatever happened (errors included), it loads back a copy of the
+    ``state_dict`` taken before the sweep (weights and buffers such as BatchNorm's running
+    statistics), each module's train/eval flag, and torch's global random state (dropout
+    draws). The loaders' shuffling generator is never advanced: the sweep iterates with a
+    fork of it, so it sees the batches a fit would see next and a following fit sees the
+    same order as without the sweep. (The blog's finder left its model trained; the blog
+    then built a fresh model.)
     """
-    if not 0 < start < end:
-        raise ValueError(f"need 0 < start < end, got start={start}, end={end}")
-    if n_iters < 2:
-        raise ValueError(f"n_iters must be at least 2, got {n_iters}")
+    if not start > 0:
+        raise ValueError(f"start must be a positive learning rate, got {start}")
+    if not growth > 1:
+        raise ValueError(f"growth must be above 1 (the factor the rate grows by per batch), got {growth}")
+    if max_iters is None:
+        max_iters = len(batches)
+    if max_iters < 2:
+        raise ValueError(f"max_iters must be at least 2 (a sweep needs two rates), got {max_iters}")
+    if not stop_factor > 1:
+        raise ValueError(f"stop_factor must be above 1, got {stop_factor}")
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1) (0 = raw losses), got {smoothing}")
     model.to(batches.device)
     saved = copy.deepcopy(model.state_dict())
     modes = {m: m.training for m in model.modules()}
+    device = torch.device(batches.device)
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
     opt = torch.optim.SGD(model.parameters(), lr=start, momentum=momentum)
-    mult = (end / start) ** (1 / (n_iters - 1))
     lrs, losses, raw, avg, best, stopped = [], [], [], 0.0, math.inf, ""
+    shuffle = batches.fork_generator()  # a copy: the loader's own generator stays where it is
     try:
-        model.train()
-        it = iter(batches)
-        for i in range(n_iters):
-            try:
-                xb, yb = next(it)
-            except StopIteration:  # fewer batches than iterations: start another pass
-                it = iter(batches)
-                xb, yb = next(it)
-            lr = start * mult ** i
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = loss_func(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = loss.item()
-            avg = smoothing * avg + (1 - smoothing) * value
-            smooth = avg / (1 - smoothing ** (i + 1))
-            lrs.append(lr); losses.append(smooth); raw.append(value)  # noqa: E702
-            if not math.isfinite(smooth) or smooth > stop_factor * best:
-                stopped = f"stopped at lr={lr:.3g}: loss {smooth:.3g} > {stop_factor} x best {best:.3g}"
-                break
-            best = min(best, smooth)
+        with torch.random.fork_rng(devices=rng_devices):
+            model.train()
+            it = batches.iter_with(shuffle)
+            for i in range(max_iters):
+                try:
+                    xb, yb = next(it)
+                except StopIteration:  # fewer batches than iterations: start another pass
+                    it = batches.iter_with(shuffle)
+                    xb, yb = next(it)
+                lr = start * growth ** i
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss = loss_func(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                value = loss.item()
+                if smoothing:
+                    avg = smoothing * avg + (1 - smoothing) * value
+                    shown = avg / (1 - smoothing ** (i + 1))
+                else:
+                    shown = value
+                lrs.append(lr); losses.append(shown); raw.append(value)  # noqa: E702
+                if not math.isfinite(shown) or shown > stop_factor * best:
+                    stopped = (f"stopped at lr={lr:.3g}: loss {shown:.3g} is not finite" if not math.isfinite(shown)
+                               else f"stopped at lr={lr:.3g}: loss {shown:.3g} > {stop_factor:g} x lowest {best:.3g}")
+                    break
+                best = min(best, shown)
     finally:
         model.load_state_dict(saved)
         for m, training in modes.items():
             m.training = training
     finite = [(l, r) for l, r in zip(losses, lrs) if math.isfinite(l)]
     suggestion = min(finite)[1] / 10 if finite else start
-    return LRFindResult(lrs, losses, suggestion, stopped, raw)
+    return LRFindResult(lrs, losses, suggestion, stopped, raw, smoothing)

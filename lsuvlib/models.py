@@ -1,7 +1,7 @@
 """The two networks the sources use, and the activation that lets LSUV shift a mean."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -9,24 +9,26 @@ from torch import nn
 
 
 class GeneralRelu(nn.Module):
-    """ReLU with an optional leak, a constant subtracted afterwards, and a ceiling.
+    """A rectifier with three optional knobs: a negative slope, a downward shift and a cap.
 
-    ``f(x) = min(leaky_relu(x, leak) - sub, maxv)``. ``sub`` is a plain float, not a
-    parameter: LSUV's mean variants move it to centre the output, training does not.
-    ``GeneralRelu(sub=0.0)`` is the seed notebook's ReLU with a post-ReLU shift.
+    Computes ``min(leaky_relu(x, leak) - sub, maxv)``; a knob left at ``None`` is skipped.
+    ``sub`` is an ordinary float attribute rather than a parameter, so training never
+    moves it while LSUV's mean variants may. ``GeneralRelu(sub=0.0)`` is the seed
+    notebook's ReLU with a post-ReLU shift; ``GeneralRelu(leak=0.1, sub=0.4)`` is the blog's.
     """
 
     def __init__(self, leak: float | None = None, sub: float | None = None, maxv: float | None = None):
         super().__init__()
-        self.leak, self.sub, self.maxv = leak, sub, maxv
+        self.leak = leak
+        self.sub = sub
+        self.maxv = maxv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(x, self.leak) if self.leak else F.relu(x)
+        slope = self.leak or 0.0  # a slope of 0 is the plain rectifier
+        out = F.leaky_relu(x, slope) if slope else torch.relu(x)
         if self.sub:
-            x = x - self.sub
-        if self.maxv is not None:
-            x = x.clamp_max(self.maxv)
-        return x
+            out = out - self.sub  # out of place: the input may be a tensor autograd still needs
+        return out if self.maxv is None else torch.clamp(out, max=self.maxv)
 
     def extra_repr(self) -> str:
         return f"leak={self.leak}, sub={self.sub}, maxv={self.maxv}"
@@ -37,6 +39,8 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
     """Conv2d (padding ks//2) -> optional norm -> optional activation.
 
     A conv followed by BatchNorm has no bias by default: BatchNorm's own shift makes it redundant.
+    (The blog's BatchNorm section meant the same but tested ``isinstance`` on the norm *class*,
+    so its convs kept a bias; BatchNorm subtracts it again, so only the random draws differ.)
     """
     if bias is None:
         bias = norm is None
@@ -48,15 +52,30 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
     return nn.Sequential(*layers)
 
 
-def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: tuple[int, ...] = (1, 8, 16, 32, 64),
-              norm: type[nn.Module] | None = None, n_classes: int = 10) -> nn.Sequential:
-    """The blog's CNN: stride-2 convs 1->8->16->32->64, then a conv to 10 logits.
+def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] = (1, 8, 16, 32, 64),
+              norm: type[nn.Module] | None = None, n_classes: int = 10, first_kernel: int = 3) -> nn.Sequential:
+    """The blog's CNN: a stride-2 conv block per step of ``nfs``, then a conv straight to the logits.
 
-    The first conv uses a 5x5 kernel as in the blog. A 32x32 input shrinks
-    32->16->8->4->2->1, so the final conv yields one logit per class.
+    Each step halves the image side, so a 32x32 input ends as one value per class
+    (32 -> 16 -> 8 -> 4 -> 2 -> 1) before the final ``Flatten``. Every block is conv ->
+    optional ``norm`` -> ``act``; the classifier conv has a bias and no activation.
+
+    ``first_kernel`` is the side of the first conv's kernel; all others are 3x3. The blog
+    used two versions: the LR-finder, baseline and input-normalisation sections built
+    their stack by hand starting with a 5x5 conv (``first_kernel=5``); the BatchNorm +
+    Kaiming and LSUV sections called a ``get_model`` that passed no kernel size, so every
+    conv there was 3x3 (the default here). See ``lsuvlib.sources.BLOG["first_kernel"]``.
     """
-    layers = [conv(nfs[i], nfs[i + 1], ks=5 if i == 0 else 3, act=act, norm=norm) for i in range(len(nfs) - 1)]
-    return nn.Sequential(*layers, conv(nfs[-1], n_classes, act=None, bias=True), nn.Flatten())
+    widths = list(nfs)
+    if len(widths) < 2:
+        raise ValueError(f"nfs needs an input width and at least one layer width, got {tuple(nfs)}")
+    if first_kernel < 1 or first_kernel % 2 == 0:
+        raise ValueError(f"first_kernel must be a positive odd number (padding keeps the side), got {first_kernel}")
+    blocks = []
+    for depth, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        blocks.append(conv(c_in, c_out, ks=first_kernel if depth == 0 else 3, act=act, norm=norm))
+    head = conv(widths[-1], n_classes, act=None, bias=True)
+    return nn.Sequential(*blocks, head, nn.Flatten())
 
 
 def lenet(in_channels: int = 1, n_classes: int = 10, size: int = 32,

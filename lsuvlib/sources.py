@@ -13,6 +13,33 @@ BLOG = {
         "batchnorm_kaiming": 0.830,
         "lsuv_callback": 0.799,
     },
+    # Side of the first conv's kernel per section (lsuvlib.get_model's first_kernel). The LR-finder,
+    # baseline and input-normalisation sections built their stack by hand starting 5x5; the BatchNorm
+    # and LSUV sections called a get_model that passed no kernel size, so every conv was 3x3.
+    "first_kernel": {
+        "lr_finder": 5,
+        "baseline": 5,
+        "input_normalisation": 5,
+        "batchnorm_kaiming": 3,
+        "lsuv_callback": 3,
+    },
+    # The post's LR finder: the course's LRFinderCB with its defaults, in a plain-SGD Learner created
+    # with lr=1e-7, fitted for one epoch, on the baseline CNN and unnormalised inputs, batches of 1024.
+    # Growth is per batch; the loss curve is the raw per-batch training loss; the sweep stops after
+    # recording a loss above 3x the lowest so far (the course's later version also stops on NaN);
+    # no rate is suggested (the post reads its plot) and the trained model is not restored.
+    "lr_finder": {
+        "start": 1e-7,
+        "growth": 1.3,
+        "stop_factor": 3.0,
+        "smoothing": None,
+        "max_epochs": 1,
+        "momentum": 0.0,
+        "batch_size": 1024,
+    },
+    # The momentum learner (the course's MomentumLearner, default mom=0.85): gradients are scaled by
+    # 0.85 instead of zeroed, i.e. SGD with momentum 0.85 and no dampening.
+    "momentum": 0.85,
 }
 
 NOTEBOOK = {
@@ -28,6 +55,6 @@ NOTEBOOK = {
     # Post-ReLU means the notebook printed after LSUV (its std-only run), layer by layer.
     "std_variant_means": [0.320, 0.410, 0.636, 0.718],
     "mean_std_variant_means": [0.281, 0.270, 0.300, 0.451],
+    # ... and after its type 3 (mean then std in a loop).
+    "loop_variant_means": [0.000399, 0.0000523, 0.000179, -0.000650],
 }
-
-PAPER = "Dmytro Mishkin and Jiri Matas, \"All you need is a good init\", ICLR 2016, arXiv:1511.06422"

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsuvlib.batches import Batches, dataloaders
+from lsuvlib.learner import Callback
 from lsuvlib.data import ImageSet
 
 
@@ -155,3 +156,52 @@ def test_std_must_be_positive(std):
     x, y = numbered(4)
     with pytest.raises(ValueError, match="std must be positive"):
         Batches(x, y, 2, std=std, device="cpu")
+
+
+def test_iter_with_a_fork_sees_the_next_passes_and_leaves_the_loader_alone():
+    x, y = numbered(40)
+    b = Batches(x, y, 8, shuffle=True, seed=2, device="cpu")
+    ref = Batches(x, y, 8, shuffle=True, seed=2, device="cpu")
+    fork = b.fork_generator()
+    forked = [[yb.tolist() for _, yb in b.iter_with(fork)] for _ in range(3)]
+    assert torch.equal(b.generator.get_state(), ref.generator.get_state())  # the loader's shuffle did not move
+    assert forked == [epoch_labels(ref) for _ in range(3)]  # the fork's passes are the loader's next passes
+    assert [epoch_labels(b) for _ in range(3)] == forked
+
+
+class TrainingLabels(Callback):
+    """Records the labels of every training batch a fit sees, in order."""
+
+    order = 50
+
+    def __init__(self):
+        self.labels = []
+
+    def before_batch(self, learn):
+        if learn.training:
+            self.labels.append(learn.yb.tolist())
+
+
+def test_lsuv_callback_leaves_every_batch_of_the_fit_in_the_same_order():
+    """Stronger than comparing the first batch: all training batches of a two-epoch fit, with and without LSUV."""
+    from functools import partial
+
+    import lsuvlib as L
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(200, 1, 32, 32, generator=g) * 255).to(torch.uint8)
+    y = torch.arange(200)  # every label distinct: the order of labels is the order of images
+    ds = ImageSet("toy", x, y, x[:20], y[:20] % 10, tuple("0123456789"))
+    orders = {}
+    for lsuv in (None, "loop"):
+        L.set_seed(0)
+        model = L.get_model(act=partial(L.GeneralRelu, leak=0.1, sub=0.4), n_classes=200)
+        dls = L.dataloaders(ds, 64, seed=3, device="cpu")
+        rec = TrainingLabels()
+        cbs = [rec] + ([L.LSUVCallback(lsuv, warn=False)] if lsuv else [])
+        L.Learner(model, dls, lr=1e-3, cbs=cbs, progress=False).fit(2)
+        orders[lsuv] = rec.labels
+    assert len(orders[None]) == 2 * 4
+    assert orders["loop"] == orders[None]
+    assert sorted(sum(orders[None][:4], [])) == list(range(200))  # one epoch covers every image once
+    assert orders[None][:4] != orders[None][4:]  # shuffled differently in each epoch

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from lsuvlib import ActivationStats, Learner, charts, dataloaders, lr_find
+from lsuvlib import ActivationStats, Callback, Learner, charts, dataloaders, lr_find
 from lsuvlib.models import GeneralRelu
 from lsuvlib.stats import aggregate
 
@@ -24,14 +29,64 @@ def nested_model() -> nn.Sequential:
                          nn.Linear(16, 4))
 
 
+HIST_IMAGES = 16  # fewer than the 32 images of a batch: the histogram charts must say so
+
+
+class ByHand(Callback):
+    """Before each training batch, computes both activations from the weights in use, without hooks."""
+
+    order = 20
+
+    def __init__(self):
+        self.acts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def before_batch(self, learn):
+        if learn.training:
+            m = learn.model
+            with torch.no_grad():
+                a1 = torch.clamp(m[0][1](m[0][0](learn.xb)), min=0)
+                a2 = torch.clamp(m[1][0](a1), min=0) - 0.1
+            self.acts.append((a1, a2))
+
+
+def course_hist(a: torch.Tensor, bins: int = 40, hi: float = 10.0) -> torch.Tensor:
+    """Counts of |a| in ``bins`` equal bins over [0, hi] (hi itself in the last), values above hi dropped."""
+    v = a.abs().flatten().double()
+    v = v[v <= hi]
+    idx = torch.clamp((v / (hi / bins)).floor().long(), max=bins - 1)
+    return torch.bincount(idx, minlength=bins).double()
+
+
 @pytest.fixture(scope="module")
 def trained(toy_shared):
     """One short fit with activation statistics, shared by the chart tests (charts only read it)."""
     dls = dataloaders(toy_shared, 32, seed=0, device="cpu")
-    stats = ActivationStats()
-    learn = Learner(nested_model(), dls, lr=0.3, cbs=[stats], progress=False).fit(2)
-    finder = lr_find(nested_model(), dls.train, start=1e-4, end=10.0, n_iters=30)
-    return dict(learn=learn, stats=stats, finder=finder, dls=dls)
+    stats, hand = ActivationStats(hist_images=HIST_IMAGES), ByHand()
+    learn = Learner(nested_model(), dls, lr=0.3, cbs=[stats, hand], progress=False).fit(2)
+    finder = lr_find(nested_model(), dls.train, start=1e-4, growth=1.4, max_iters=30)
+    expected = dict(
+        means=[[a[k].mean().item() for a in hand.acts] for k in range(2)],
+        stds=[[a[k].std().item() for a in hand.acts] for k in range(2)],
+        zero=[[(a[k] == 0).double().mean().item() for a in hand.acts] for k in range(2)],
+        hists=[[course_hist(a[k][:HIST_IMAGES]) for a in hand.acts] for k in range(2)],
+    )
+    expected["near"] = [[(h[0] / h.sum()).item() for h in layer] for layer in expected["hists"]]
+    return dict(learn=learn, stats=stats, finder=finder, dls=dls, expected=expected, report=fake_report())
+
+
+def fake_report():
+    """Three paired activations, 2 + 3 + 1 passes: the shape lsuv_init(..., trace=True) records."""
+    rows = [("0.1", 0, [(0.5, 2.0), (0.1, 3.0), (0.2, 4.0)]),
+            ("0.1", 1, [(0.0, 1.0), (0.3, 1.5), (0.1, 2.5)]),
+            ("1.1", 0, [(0.0, 1.0), (0.2, 1.5), (0.4, 0.5)]),
+            ("1.1", 1, [(0.0, 1.0), (0.05, 1.1), (0.1, 0.8)]),
+            ("1.1", 2, [(0.0, 1.0), (0.0, 1.0), (0.3, 0.9)]),
+            ("2.1", 0, [(0.0, 1.0), (0.0, 1.0), (0.0, 1.0)])]
+    names = ["0.1 (ReLU)", "1.1 (ReLU)", "2.1 (GeneralRelu)"]
+    passes = [dict(index=i, target=t, iteration=it,
+                   stats=[dict(layer=n, mean=m, std=s) for n, (m, s) in zip(names, st)])
+              for i, (t, it, st) in enumerate(rows)]
+    return SimpleNamespace(passes=passes)
 
 
 def _history(accs):
@@ -43,8 +98,12 @@ def build(name: str, t: dict) -> Figure:
     stats = t["stats"]
     if name == "plot_history":
         return charts.plot_history(t["learn"].history, t["learn"].batch_losses, title="Baseline run")
-    if name in ("color_dim", "dead_chart", "plot_stats"):
+    if name in ("color_dim", "plot_stats"):
         return getattr(charts, name)(stats)
+    if name in ("dead_chart", "dead_chart_near"):
+        return charts.dead_chart(stats, which="near" if name.endswith("near") else "zero")
+    if name == "lsuv_passes":
+        return charts.lsuv_passes(t["report"], title="LSUV passes")
     if name == "plot_lr_find":
         return charts.plot_lr_find(t["finder"])
     if name == "plot_layer_stds":
@@ -63,8 +122,9 @@ def build(name: str, t: dict) -> Figure:
     raise KeyError(name)
 
 
-CHARTS = ["plot_history", "color_dim", "dead_chart", "plot_stats", "plot_lr_find", "plot_layer_stds",
-          "plot_seed_bands", "plot_activation_fn", "plot_input_moments"]
+CHARTS = ["plot_history", "color_dim", "dead_chart", "dead_chart_near", "plot_stats", "plot_lr_find",
+          "plot_layer_stds", "plot_seed_bands", "plot_activation_fn", "plot_input_moments", "lsuv_passes"]
+NOT_CHARTS = ["register_ipython_png"]
 
 
 def public_chart_functions() -> list[str]:
@@ -73,7 +133,7 @@ def public_chart_functions() -> list[str]:
 
 
 def test_every_chart_function_is_covered_here():
-    missing = [n for n in public_chart_functions() if n not in CHARTS]
+    missing = [n for n in public_chart_functions() if n not in CHARTS + NOT_CHARTS]
     assert not missing, f"add a builder for {missing} to tests/test_charts.py"
 
 
@@ -87,7 +147,7 @@ def all_text(fig: Figure) -> list[str]:
     return [t for t in texts if t]
 
 
-@pytest.mark.parametrize("name", [n for n in CHARTS if hasattr(charts, n)])
+@pytest.mark.parametrize("name", CHARTS)
 def test_chart_is_a_labelled_figure(trained, name):
     fig = build(name, trained)
     assert isinstance(fig, Figure)
@@ -98,12 +158,14 @@ def test_chart_is_a_labelled_figure(trained, name):
         assert ax.get_xlabel().strip(), f"{name}: panel {ax.get_title()!r} has no x label"
         assert ax.get_ylabel().strip(), f"{name}: panel {ax.get_title()!r} has no y label"
         assert ax.lines or ax.images or ax.collections, f"{name}: panel {ax.get_title()!r} is empty"
+        if not ax.images:  # an image's legend is its colour bar
+            assert any(a.get_legend() for a in axes), f"{name}: no legend on any panel"
     for text in all_text(fig):
         assert "str(self" not in text and "{" not in text and "index(h)" not in text, f"{name}: template text {text!r}"
     fig.savefig(io.BytesIO(), format="png")  # it really renders (layout, colour bars, log axes)
 
 
-@pytest.mark.parametrize("name", ["color_dim", "dead_chart"])
+@pytest.mark.parametrize("name", ["color_dim", "dead_chart", "dead_chart_near"])
 def test_per_layer_charts_title_each_panel_with_its_real_layer_name(trained, name):
     stats = trained["stats"]
     assert stats.names == LAYER_NAMES
@@ -115,30 +177,124 @@ def test_per_layer_charts_title_each_panel_with_its_real_layer_name(trained, nam
     assert fig._suptitle is not None and fig._suptitle.get_text()
 
 
-def test_color_dim_draws_one_histogram_image_per_layer(trained):
+def test_color_dim_draws_the_hand_counted_histograms(trained):
     fig = build("color_dim", trained)
-    stats = trained["stats"]
-    for ax, hist in zip(panels(fig), stats.hists):
+    for ax, layer in zip(panels(fig), trained["expected"]["hists"]):
         (im,) = ax.images
-        assert im.get_array().shape == (stats.bins, hist.shape[0])  # bins x batches
+        want = torch.log1p(torch.stack(layer)).T.numpy()  # bins x batches
+        assert im.get_array().shape == want.shape == (40, 16)
+        got = np.asarray(im.get_array(), dtype=float)
+        assert np.allclose(got, want, atol=1e-6, rtol=0), np.abs(got - want).max()
     assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == len(LAYER_NAMES)
 
 
-def test_dead_chart_plots_the_near_zero_share_per_batch(trained):
+def test_histogram_charts_say_they_count_part_of_each_batch(trained):
+    note = f"first {HIST_IMAGES} of 32 images per batch"
+    assert note in build("color_dim", trained)._suptitle.get_text()
+    assert note in build("dead_chart_near", trained)._suptitle.get_text()
+    assert "images" not in build("dead_chart", trained)._suptitle.get_text()  # exact zeros: whole batches
+
+
+def test_histogram_charts_carry_no_note_when_they_count_whole_batches(toy_shared):
+    dls = dataloaders(toy_shared, 32, seed=0, device="cpu")
+    stats = ActivationStats(hist_images=None)
+    Learner(nested_model(), dls, lr=0.3, cbs=[stats], progress=False).fit(1)
+    assert stats.hist_note() == ""
+    assert charts.color_dim(stats, title="Whole batches")._suptitle.get_text() == "Whole batches"
+
+
+def test_dead_chart_zero_plots_the_hand_counted_exact_zero_share(trained):
     fig = build("dead_chart", trained)
-    dead = trained["stats"].dead_fraction()
-    for ax, row in zip(panels(fig), dead):
-        assert list(ax.lines[0].get_ydata()) == pytest.approx(row.tolist())
-        assert ax.get_ylim() == (0, 1)
+    for ax, want in zip(panels(fig), trained["expected"]["zero"]):
+        assert list(ax.lines[0].get_ydata()) == pytest.approx(want, abs=1e-6)
+        assert ax.get_ylim() == (0, 1) and ax.get_ylabel() == "share exactly 0"
+    assert fig._suptitle.get_text() == "Activations exactly zero"
+    # GeneralRelu(sub=0.1) never outputs exactly 0: the second layer's zero share is 0 throughout.
+    assert set(panels(fig)[1].lines[0].get_ydata()) == {0.0}
 
 
-def test_plot_stats_legend_names_the_layers(trained):
+def test_dead_chart_near_plots_the_courses_lowest_bin_share(trained):
+    fig = build("dead_chart_near", trained)
+    for ax, want in zip(panels(fig), trained["expected"]["near"]):
+        assert list(ax.lines[0].get_ydata()) == pytest.approx(want, abs=1e-6)
+        assert ax.get_ylabel() == "share with |a| < 0.25"
+    assert fig._suptitle.get_text().startswith("Near-zero activations (|a| < 0.25)")
+
+
+def test_dead_chart_rejects_an_unknown_kind(trained):
+    with pytest.raises(ValueError, match="which must be 'zero' .* or 'near'"):
+        charts.dead_chart(trained["stats"], which="dead")
+
+
+def test_stats_charts_refuse_stats_that_recorded_nothing():
+    for chart in (charts.color_dim, charts.dead_chart, charts.plot_stats):
+        with pytest.raises(ValueError, match="recorded nothing: pass it in a Learner's cbs and fit first"):
+            chart(ActivationStats())
+
+
+def test_plot_stats_draws_the_hand_computed_means_and_stds(trained):
     fig = build("plot_stats", trained)
-    labels = [t.get_text() for ax in panels(fig) if ax.get_legend() for t in ax.get_legend().get_texts()]
-    assert labels == LAYER_NAMES
-    mean_ax = panels(fig)[0]
-    assert [line.get_label() for line in mean_ax.lines[:2]] == LAYER_NAMES
-    assert len(mean_ax.lines[0].get_ydata()) == trained["stats"].means.shape[1]
+    mean_ax, std_ax = panels(fig)
+    for k, name in enumerate(LAYER_NAMES):
+        assert mean_ax.lines[k].get_label() == std_ax.lines[k].get_label() == name
+        assert list(mean_ax.lines[k].get_ydata()) == pytest.approx(trained["expected"]["means"][k], abs=1e-5)
+        assert list(std_ax.lines[k].get_ydata()) == pytest.approx(trained["expected"]["stds"][k], abs=1e-5)
+    labels = [t.get_text() for t in std_ax.get_legend().get_texts()]
+    assert labels[:2] == LAYER_NAMES
+
+
+def test_lsuv_passes_draws_each_activation_per_pass_and_marks_each_new_layer(trained):
+    report = trained["report"]
+    fig = build("lsuv_passes", trained)
+    mean_ax, std_ax = panels(fig)
+    series = [line for line in mean_ax.lines if line.get_label() in ("0.1 (ReLU)", "1.1 (ReLU)", "2.1 (GeneralRelu)")]
+    assert len(series) == 3
+    for k, line in enumerate(series):
+        assert list(line.get_xdata()) == [0, 1, 2, 3, 4, 5]
+        assert list(line.get_ydata()) == [p["stats"][k]["mean"] for p in report.passes]
+    std_series = [line for line in std_ax.lines if line.get_label() == "1.1 (ReLU)"]
+    assert list(std_series[0].get_ydata()) == [3.0, 1.5, 1.5, 1.1, 1.0, 1.0]
+    # LSUV starts a new layer at passes 0, 2 and 5: one dashed vertical line each, on both panels.
+    for ax in (mean_ax, std_ax):
+        verticals = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert sorted(line.get_xdata()[0] for line in verticals) == [0, 2, 5]
+    assert [t.get_text() for t in mean_ax.texts] == ["0.1", "1.1", "2.1"]
+    assert fig._suptitle.get_text() == "LSUV passes"
+
+
+def test_lsuv_passes_leaves_a_gap_where_an_activation_did_not_run():
+    report = fake_report()
+    report.passes[1]["stats"] = report.passes[1]["stats"][:1]
+    fig = charts.lsuv_passes(report)
+    line = [ln for ln in panels(fig)[0].lines if ln.get_label() == "1.1 (ReLU)"][0]
+    assert math.isnan(line.get_ydata()[1]) and line.get_ydata()[2] == 0.2
+
+
+def test_lsuv_passes_without_a_trace_says_how_to_record_one():
+    with pytest.raises(ValueError, match=r"trace=True"):
+        charts.lsuv_passes(SimpleNamespace(passes=[]))
+    with pytest.raises(ValueError, match=r"trace=True"):
+        charts.lsuv_passes(object())
+
+
+def test_lsuv_passes_reads_a_real_traced_report():
+    """With the LSUV module's trace (if this version has it), the chart's last std points are those of the last pass."""
+    import inspect as _inspect
+
+    from lsuvlib import lsuv
+
+    if "trace" not in _inspect.signature(lsuv.lsuv_init).parameters:
+        pytest.skip("lsuv_init has no trace= yet")
+    torch.manual_seed(0)
+    model = nested_model()
+    report = lsuv.lsuv_init(model, torch.randn(64, 1, 8, 8), "loop", trace=True, warn=False)
+    fig = charts.lsuv_passes(report)
+    _, std_ax = panels(fig)
+    last = report.passes[-1]
+    for s in last["stats"]:
+        label = f"{s['layer']} ({s['activation']})" if s.get("activation") else s["layer"]
+        (line,) = [ln for ln in std_ax.lines if ln.get_label() == label]
+        assert line.get_ydata()[-1] == pytest.approx(s["std"])
 
 
 def test_plot_history_shows_both_phases(trained):
@@ -174,6 +330,53 @@ def test_charts_do_not_touch_pyplot_state(trained):
 
     before = plt.get_fignums()
     for name in CHARTS:
-        if hasattr(charts, name):
-            build(name, trained)
+        build(name, trained)
     assert plt.get_fignums() == before
+
+
+def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):
+    (ax,) = panels(build("plot_lr_find", trained))
+    assert ax.lines[0].get_label() == "training loss of each batch"
+    assert list(ax.lines[0].get_xdata()) == trained["finder"].lrs
+    smooth = lr_find(nested_model(), trained["dls"].train, start=1e-4, growth=1.4, max_iters=10, smoothing=0.9)
+    (ax,) = panels(charts.plot_lr_find(smooth))
+    assert ax.lines[0].get_label() == "training loss, smoothed (EMA 0.9)"
+
+
+IMPORT_CHECK = """
+import matplotlib
+before = dict(matplotlib.rcParams)
+from IPython.core.interactiveshell import InteractiveShell
+from matplotlib.figure import Figure
+shell = InteractiveShell.instance()
+png = shell.display_formatter.formatters["image/png"]
+import lsuvlib
+from lsuvlib import charts
+changed = sorted(k for k, v in matplotlib.rcParams.items() if before.get(k) != v)
+assert not changed, changed
+assert Figure not in png.type_printers, "importing lsuvlib registered a formatter"
+assert charts.register_ipython_png() is True
+fig = charts.plot_layer_stds({"a": [1.0, 2.0]})
+data = png(fig)
+assert data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", data[:8]
+assert not [k for k, v in matplotlib.rcParams.items() if before.get(k) != v], "a chart changed rcParams"
+print("ok")
+"""
+
+
+def test_import_changes_no_global_state_and_register_ipython_png_does_the_formatter():
+    out = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_register_ipython_png_outside_ipython_is_a_no_op():
+    assert charts.register_ipython_png() is False
+
+
+def test_chart_style_applies_to_the_chart_only(trained):
+    import matplotlib
+
+    fig = build("plot_stats", trained)
+    assert not panels(fig)[0].spines["top"].get_visible()
+    assert matplotlib.rcParams["axes.spines.top"] is True

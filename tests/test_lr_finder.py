@@ -1,6 +1,7 @@
 """lsuvlib.lr_finder.lr_find: the sweep, early stopping, the suggestion, and leaving the model as it was."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsuvlib import LRFindResult, dataloaders, lr_find
+from lsuvlib import Callback, Learner, LRFindResult, dataloaders, lr_find, sources
 
 
 def bn_model() -> nn.Sequential:
@@ -33,16 +34,25 @@ def train_batches(toy):
     return dataloaders(toy, 32, seed=0, device="cpu").train
 
 
+def scripted(values):
+    """A loss function returning ``values`` one call after another (still differentiable, so SGD steps)."""
+    calls = iter(values)
+
+    def loss_func(preds, y):
+        return F.cross_entropy(preds, y) * 0 + next(calls)
+    return loss_func
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train-mode", "eval-mode"])
 def test_restores_weights_buffers_and_mode(train_batches, training):
     model = bn_model()
     model.train(training)
     saved = snapshot(model)
-    res = lr_find(model, train_batches, start=1e-4, end=1.0, n_iters=20)
+    res = lr_find(model, train_batches, start=1e-4, growth=1.5, max_iters=20)
     assert isinstance(res, LRFindResult) and len(res.lrs) > 1
     assert_same_state(model, saved)
     assert all(m.training == training for m in model.modules())
-    # ...and the sweep really did train: the smoothed loss moved.
+    # ...and the sweep really did train: the loss moved.
     assert res.losses[0] != res.losses[-1]
 
 
@@ -51,7 +61,7 @@ def test_restores_mixed_train_eval_modes(train_batches):
     model.train()
     model[2].eval()  # a frozen BatchNorm inside a training model
     modes = {name: m.training for name, m in model.named_modules()}
-    lr_find(model, train_batches, start=1e-4, end=1.0, n_iters=10)
+    lr_find(model, train_batches, start=1e-4, max_iters=10)
     assert {name: m.training for name, m in model.named_modules()} == modes
 
 
@@ -67,40 +77,72 @@ def test_restores_the_model_when_the_loss_raises(train_batches):
         return F.cross_entropy(preds, y)
 
     with pytest.raises(RuntimeError, match="loss exploded"):
-        lr_find(model, train_batches, loss_func=flaky, n_iters=20)
+        lr_find(model, train_batches, loss_func=flaky, max_iters=20)
     assert len(calls) == 5
     assert_same_state(model, saved)
     assert not model.training
 
 
+def test_restores_the_global_random_state(train_batches):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 4))  # dropout draws
+    torch.manual_seed(3)
+    lr_find(model, train_batches, start=1e-4, max_iters=6)
+    after = torch.rand(5)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(5))
+
+
+def test_defaults_are_the_blogs_finder(train_batches):
+    """Start 1e-7, x1.3 per batch, raw losses, stop at 3x the lowest, at most one pass (the blog's one epoch)."""
+    blog = sources.BLOG["lr_finder"]
+    defaults = {k: p.default for k, p in inspect.signature(lr_find).parameters.items()}
+    assert defaults["start"] == blog["start"] == 1e-7
+    assert defaults["growth"] == blog["growth"] == 1.3
+    assert defaults["stop_factor"] == blog["stop_factor"] == 3.0
+    assert defaults["momentum"] == blog["momentum"] == 0.0
+    assert defaults["smoothing"] == 0.0 and blog["smoothing"] is None
+    assert defaults["max_iters"] is None and blog["max_epochs"] == 1
+    res = lr_find(bn_model(), train_batches)
+    assert res.stopped == "" and len(res.lrs) == len(train_batches) == 8  # one pass: nothing diverges at 1e-7..6e-7
+    assert res.losses == res.raw_losses and res.smoothing == 0.0
+    assert res.lrs == pytest.approx([1e-7 * 1.3 ** i for i in range(8)], rel=1e-12)
+
+
 def test_sweep_is_geometric_and_wraps_around_the_batches(train_batches):
     assert len(train_batches) == 8
-    res = lr_find(bn_model(), train_batches, start=1e-5, end=1e-2, n_iters=20)  # 20 iterations > 8 batches
+    res = lr_find(bn_model(), train_batches, start=1e-5, growth=1.2, max_iters=20)  # 20 iterations > 8 batches
     assert res.stopped == ""
     assert len(res.lrs) == len(res.losses) == len(res.raw_losses) == 20
-    assert res.lrs[0] == pytest.approx(1e-5) and res.lrs[-1] == pytest.approx(1e-2)
-    ratios = [b / a for a, b in zip(res.lrs, res.lrs[1:])]
-    assert max(ratios) == pytest.approx(min(ratios)) and ratios[0] > 1
+    assert res.lrs == pytest.approx([1e-5 * 1.2 ** i for i in range(20)], rel=1e-12)
     assert all(math.isfinite(v) for v in res.losses)
 
 
 def test_losses_are_bias_corrected_smoothing_of_the_raw_losses(train_batches):
     beta = 0.8
-    res = lr_find(bn_model(), train_batches, start=1e-4, end=1e-1, n_iters=12, smoothing=beta)
+    res = lr_find(bn_model(), train_batches, start=1e-4, growth=1.5, max_iters=12, smoothing=beta)
     avg = 0.0
     for i, (raw, smooth) in enumerate(zip(res.raw_losses, res.losses)):
         avg = beta * avg + (1 - beta) * raw
         assert smooth == pytest.approx(avg / (1 - beta ** (i + 1)), rel=1e-12)
     assert res.losses[0] == pytest.approx(res.raw_losses[0])
+    assert res.smoothing == beta
+
+
+def test_stop_rule_records_the_loss_that_exceeds_3x_the_lowest(train_batches):
+    values = [2.0, 1.5, 1.0, 1.2, 2.9, 3.0, 3.01, 0.5, 0.4]
+    res = lr_find(bn_model(), train_batches, loss_func=scripted(values), max_iters=9)
+    # 3.0 is not above 3 x 1.0; 3.01 is: recorded, then the sweep ends.
+    assert res.raw_losses == pytest.approx(values[:7])
+    assert res.stopped.startswith("stopped at lr=") and "> 3 x lowest 1" in res.stopped
+    assert res.suggestion == pytest.approx(res.lrs[2] / 10)
 
 
 def test_stops_on_divergence(train_batches):
-    res = lr_find(bn_model(), train_batches, start=1e-4, end=1e6, n_iters=100)
+    res = lr_find(bn_model(), train_batches, start=1e-4, growth=1.5, max_iters=100)
     assert res.stopped.startswith("stopped at lr=")
     assert len(res.lrs) < 100
     last = res.losses[-1]
-    assert not math.isfinite(last) or last > 4.0 * min(res.losses[:-1])
-    assert res.lrs[-1] < 1e6
+    assert not math.isfinite(last) or last > 3.0 * min(res.losses[:-1])
 
 
 def test_stops_on_a_non_finite_loss(train_batches):
@@ -111,28 +153,69 @@ def test_stops_on_a_non_finite_loss(train_batches):
         loss = F.cross_entropy(preds, y)
         return loss * float("nan") if len(calls) == 6 else loss
 
-    res = lr_find(bn_model(), train_batches, loss_func=nan_at_6, start=1e-4, end=1e-2, n_iters=30)
-    assert res.stopped and len(res.lrs) == 6 and len(calls) == 6
+    res = lr_find(bn_model(), train_batches, loss_func=nan_at_6, start=1e-4, growth=1.1, max_iters=30)
+    assert res.stopped and "not finite" in res.stopped and len(res.lrs) == 6 and len(calls) == 6
     assert math.isnan(res.raw_losses[-1])
     finite = [lr for lr, l in zip(res.lrs, res.losses) if math.isfinite(l)]
     assert min(finite) / 10 <= res.suggestion <= max(finite) / 10
 
 
-def test_suggestion_is_within_the_swept_range(train_batches):
-    res = lr_find(bn_model(), train_batches, start=1e-4, end=10.0, n_iters=60)
-    assert min(res.lrs) <= res.suggestion <= max(res.lrs)
+def test_suggestion_is_a_tenth_of_the_rate_at_the_lowest_loss(train_batches):
+    res = lr_find(bn_model(), train_batches, start=1e-4, growth=1.3, max_iters=60)
     best = min(range(len(res.losses)), key=lambda i: res.losses[i])
     assert res.suggestion == pytest.approx(res.lrs[best] / 10)
-    assert 1e-4 <= res.suggestion <= 10.0
+
+
+def test_does_not_advance_the_loaders_shuffle(toy):
+    dls = dataloaders(toy, 32, seed=4, device="cpu")
+    before = dls.train.generator.get_state()
+    lr_find(bn_model(), dls.train, max_iters=20)  # more than one pass
+    assert torch.equal(dls.train.generator.get_state(), before)
+
+
+def test_sees_the_batches_training_would_see_next(toy):
+    dls = dataloaders(toy, 32, seed=4, device="cpu")
+    seen = []
+    lr_find(bn_model(), dls.train, max_iters=8,
+            loss_func=lambda preds, y: seen.append(y.clone()) or F.cross_entropy(preds, y))
+    assert [y.tolist() for y in seen] == [yb.tolist() for _, yb in dls.train]
+
+
+class BatchLabels(Callback):
+    """Keeps the labels of every training batch a fit sees, in order."""
+
+    def __init__(self):
+        self.labels: list[list[int]] = []
+
+    def before_batch(self, learn):
+        if learn.training:
+            self.labels.append(learn.yb.tolist())
+
+
+def test_a_following_fit_sees_the_same_batch_order_with_or_without_lr_find(toy):
+    orders = {}
+    for with_finder in (False, True):
+        dls = dataloaders(toy, 32, seed=11, device="cpu")
+        if with_finder:
+            lr_find(bn_model(), dls.train, start=1e-4, max_iters=13)
+        rec = BatchLabels()
+        Learner(bn_model(), dls, lr=0.1, cbs=[rec], progress=False).fit(2)
+        orders[with_finder] = rec.labels
+    assert len(orders[False]) == 16
+    assert orders[True] == orders[False]
+    assert orders[False][:8] != orders[False][8:]  # really shuffled: the two epochs differ
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(start=0.0), "0 < start < end"),
-    (dict(start=-1e-3), "0 < start < end"),
-    (dict(start=1.0, end=1.0), "0 < start < end"),
-    (dict(start=1.0, end=0.1), "0 < start < end"),
-    (dict(n_iters=1), "n_iters"),
-    (dict(n_iters=0), "n_iters"),
+    (dict(start=0.0), "start must be a positive learning rate"),
+    (dict(start=-1e-3), "start must be a positive learning rate"),
+    (dict(growth=1.0), "growth must be above 1"),
+    (dict(growth=0.5), "growth must be above 1"),
+    (dict(max_iters=1), "max_iters must be at least 2"),
+    (dict(max_iters=0), "max_iters must be at least 2"),
+    (dict(stop_factor=1.0), "stop_factor must be above 1"),
+    (dict(smoothing=1.0), r"smoothing must be in \[0, 1\)"),
+    (dict(smoothing=-0.1), r"smoothing must be in \[0, 1\)"),
 ])
 def test_bad_arguments(train_batches, kwargs, match):
     model = bn_model()
