@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
 
 from .activations import ActivationStats
 from .batches import dataloaders
-from .data import ImageSet
-from .learner import Callback, EpochLR, Learner
+from .learner import EpochLR, Learner, final
 from .lsuv import LSUVCallback, LSUVReport, measure_activations
-from .runtime import set_seed
+from .runtime import default_device, progress_line, set_seed
 from .stats import summarise
+
+if TYPE_CHECKING:
+    from .data import ImageSet
+
+# "auto" stacks the seeds on CUDA only: on the 2-core CPU measured (benchmarks/seeds_speed.py),
+# grouped convolutions were at best ~1.3x and often slower than one model at a time.
+AUTO_TOGETHER_ON = ("cuda",)
 
 
 @dataclass
@@ -26,10 +34,15 @@ class Run:
     batch_losses: list[float]
     seconds: float
     stopped: str | None = None
-    stats: ActivationStats | None = None
+    stats: "ActivationStats | None" = None
     lsuv_report: LSUVReport | None = None
     after_training: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """True when training stopped early: a non-finite loss or a runaway one (see ``learner``)."""
+        return self.stopped is not None
 
     def to_dict(self) -> dict:
         return dict(seed=self.seed, history=self.history, seconds=self.seconds, stopped=self.stopped,
@@ -37,10 +50,10 @@ class Run:
                     activations_after_training=self.after_training)
 
 
-def train(make_model: Callable[[], nn.Module], ds: ImageSet, *, seed: int, epochs: int, lr: float,
+def train(make_model: Callable[[], nn.Module], ds: "ImageSet", *, seed: int, epochs: int, lr: float,
           batch_size: int, momentum: float = 0.0, normalise: bool = False, lsuv: str | dict | None = None,
           lrs: Sequence[float] | None = None, record_stats: bool = False, device: str = "auto",
-          progress: bool = True, extra_cbs: Sequence[Callback] = ()) -> Run:
+          progress: bool = True) -> Run:
     """Seed everything, build the model, optionally LSUV-initialise it, and train.
 
     ``seed`` fixes both the initial weights and the order of training batches, so two
@@ -52,10 +65,10 @@ def train(make_model: Callable[[], nn.Module], ds: ImageSet, *, seed: int, epoch
     # channels_last lets the CPU conv kernels skip layout copies: 15-20% faster epochs here.
     model = make_model().to(memory_format=torch.channels_last)
     dls = dataloaders(ds, batch_size, normalise=normalise, seed=seed, device=device)
-    cbs = list(extra_cbs)
+    cbs: list = []
     lsuv_cb = stats = None
     if lsuv is not None:
-        lsuv_cb = LSUVCallback(**({"variant": lsuv} if isinstance(lsuv, str) else lsuv))
+        lsuv_cb = _lsuv_callback(lsuv)
         cbs.append(lsuv_cb)
     if record_stats:
         stats = ActivationStats()
@@ -70,13 +83,118 @@ def train(make_model: Callable[[], nn.Module], ds: ImageSet, *, seed: int, epoch
                lsuv_cb.report if lsuv_cb else None, after, model)
 
 
-def over_seeds(seeds: Sequence[int], *, record_stats: bool = False, **kwargs) -> list[Run]:
-    """:func:`train` once per seed; only the first run records activation statistics (for charts)."""
+def _lsuv_callback(lsuv: str | dict) -> LSUVCallback:
+    return LSUVCallback(**({"variant": lsuv} if isinstance(lsuv, str) else dict(lsuv)))
+
+
+def _prepared(make_model, ds, seed, *, batch_size, normalise, lsuv, device):
+    """What :func:`train` does before its first training batch, without training: same RNG use."""
+    set_seed(seed)
+    model = make_model().to(memory_format=torch.channels_last)
+    dls = dataloaders(ds, batch_size, normalise=normalise, seed=seed, device=device)
+    model.to(dls.train.device)
+    report = None
+    if lsuv is not None:
+        cb = _lsuv_callback(lsuv)
+        cb.before_fit(SimpleNamespace(model=model, dls=dls))  # exactly what Learner's before_fit does
+        report = cb.report
+    return model, dls, report
+
+
+def _use_together(together: bool | str, n: int, device: str) -> bool:
+    if together == "auto":
+        return default_device(device).type in AUTO_TOGETHER_ON and n > 1
+    if not isinstance(together, bool):
+        raise ValueError(f"together must be True, False or 'auto', got {together!r}")
+    return together
+
+
+def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", record_stats: bool = False,
+               group_size: int = 10, label: str = "", **kwargs) -> list[Run]:
+    """The same run once per seed: ``kwargs`` are :func:`train`'s (``make_model``, ``ds``, ``epochs``...).
+
+    ``together=True`` trains the seeds as one stacked model (:mod:`lsuvlib.together`), in
+    groups of at most ``group_size`` (bounds memory); each seed keeps its own initial
+    weights, LSUV, batch order and momentum, so its run equals the one-at-a-time run to
+    float rounding. ``together=False`` is the one-at-a-time reference path; ``"auto"``
+    (default) stacks on CUDA and runs one at a time on the CPU, where stacking measured no
+    faster (``AUTO_TOGETHER_ON``; benchmarks/seeds_speed.py re-measures it).
+    Only the first seed records activation statistics (for charts): it is trained on its
+    own through :func:`train`, so its statistics are exactly today's. Progress
+    ("k/N runs done, about M min left") goes to :func:`runtime.progress_line`.
+    """
+    seeds = list(seeds)
     if not seeds:
         raise ValueError("need at least one seed")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
-    return [train(seed=s, record_stats=record_stats and i == 0, **kwargs) for i, s in enumerate(seeds)]
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    if "seed" in kwargs:
+        raise TypeError("over_seeds takes seeds=[...], not seed=")
+    missing = [k for k in ("make_model", "ds", "epochs", "lr", "batch_size") if k not in kwargs]
+    if missing:
+        raise TypeError(f"over_seeds needs {', '.join(missing)} (the arguments of train)")
+    stack = _use_together(together, len(seeds), kwargs.get("device", "auto"))
+    if stack:
+        from .together import NotStackable, check_stackable
+
+        try:
+            check_stackable(kwargs["make_model"]())
+        except NotStackable:
+            if together is True:
+                raise
+            stack = False  # "auto": a model the stack cannot copy trains one at a time
+    runs: list[Run] = []
+    start = time.perf_counter()
+
+    def report_progress():
+        done = len(runs)
+        prefix = f"{label}: " if label else ""
+        if done == len(seeds):
+            progress_line(f"{prefix}{done}/{len(seeds)} runs done in {_minutes(time.perf_counter() - start)}")
+            return
+        left = (time.perf_counter() - start) / done * (len(seeds) - done)
+        progress_line(f"{prefix}{done}/{len(seeds)} runs done, about {_minutes(left)} left")
+
+    todo = seeds
+    if record_stats or not stack:
+        first = todo if not stack else todo[:1]
+        for i, s in enumerate(first):
+            runs.append(train(seed=s, record_stats=record_stats and i == 0, **kwargs))
+            report_progress()
+        todo = todo[len(first):]
+    for g in range(0, len(todo), group_size):
+        runs += _train_together(todo[g:g + group_size], **kwargs)
+        report_progress()
+    return runs
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else "under a second"
+    return f"{seconds / 60:.0f} min"
+
+
+def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_size, momentum=0.0, normalise=False,
+                    lsuv=None, lrs=None, device="auto", progress=True) -> list[Run]:
+    """Several seeds through :func:`lsuvlib.together.fit_together`; Runs shaped like :func:`train`'s."""
+    from .together import fit_together
+
+    prepared = [_prepared(make_model, ds, s, batch_size=batch_size, normalise=normalise, lsuv=lsuv, device=device)
+                for s in seeds]
+    models = [p[0] for p in prepared]
+    dls = [p[1] for p in prepared]
+    res = fit_together(models, dls, epochs=epochs, lr=lr, momentum=momentum, lrs=lrs)
+    runs = []
+    for i, (s, (model, d, report)) in enumerate(zip(seeds, prepared)):
+        if res.stopped[i]:
+            warnings.warn(f"seed {s}: {res.stopped[i]}")
+        after = measure_activations(model, d.train.one_batch()[0])
+        # seconds: the group's wall time shared equally, i.e. what this seed cost.
+        runs.append(Run(s, res.history[i], res.batch_losses[i], res.seconds / len(seeds), res.stopped[i], None,
+                        report, after, model))
+    return runs
 
 
 def seeds_from(base: int, n: int) -> list[int]:
@@ -93,7 +211,7 @@ def summarise_final(runs: Sequence[Run], phase: str = "eval", metric: str = "acc
     ``n_stopped`` counts those runs, so a summary never hides them.
     """
     finished = [run for run in runs if not run.stopped]
-    values = [[r[metric] for r in run.history if r["phase"] == phase][-1] for run in finished]
+    values = [final(run.history, phase, metric) for run in finished]
     nan = float("nan")
     out = summarise(values) if values else dict(n=0, mean=nan, sd=nan, ci_low=nan, ci_high=nan)
     return {**out, "n_stopped": len(runs) - len(finished)}

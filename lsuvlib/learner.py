@@ -18,6 +18,25 @@ from torch import nn
 from .batches import DataLoaders
 
 NAN_CHECK_EVERY = 16  # batches between finiteness checks: a host sync, so not every batch
+# Runaway divergence: a finite loss this many times above max(first batch loss, ln(n_classes))
+# (a uniform guess's loss) for DIVERGE_BATCHES training batches in a row. A healthy run sits
+# below ln(n_classes) within a few batches; a factor of 10 leaves noisy starts alone.
+DIVERGE_FACTOR = 10.0
+DIVERGE_BATCHES = 8  # <= NAN_CHECK_EVERY, so every window is seen by some check
+
+
+def divergence_threshold(start_loss: float | torch.Tensor, n_classes: int) -> float | torch.Tensor:
+    """The loss above which a batch counts towards runaway divergence (see ``DIVERGE_FACTOR``)."""
+    uniform = math.log(max(n_classes, 2))
+    if isinstance(start_loss, torch.Tensor):
+        return DIVERGE_FACTOR * start_loss.nan_to_num(uniform, uniform, uniform).clamp_min(uniform)
+    return DIVERGE_FACTOR * max(start_loss if math.isfinite(start_loss) else uniform, uniform)
+
+
+def diverged_message(epoch: int, threshold: float, last: float) -> str:
+    return (f"Training stopped in epoch {epoch}: the training loss diverged (above {threshold:.3g} for "
+            f"{DIVERGE_BATCHES} batches in a row, last {last:.3g}). Lower the learning rate or fix the "
+            "initialisation.")
 
 
 class Callback:
@@ -57,7 +76,9 @@ class Learner:
 
     After :meth:`fit`, ``history`` holds one row per epoch and phase
     (``epoch, phase, loss, accuracy, seconds``) and ``batch_losses`` the training loss of
-    every batch. ``stopped`` explains an early stop (a non-finite loss), else is ``None``.
+    every batch. ``stopped`` explains an early stop, else is ``None``: a non-finite loss, or a
+    runaway one (``DIVERGE_FACTOR`` times above max(first loss, ln(n_classes)) for
+    ``DIVERGE_BATCHES`` batches in a row); ``diverged`` is True in both cases.
     """
 
     def __init__(self, model: nn.Module, dls: DataLoaders, loss_func: Callable = F.cross_entropy,
@@ -71,6 +92,12 @@ class Learner:
         self.history: list[dict] = []
         self.batch_losses: list[float] = []
         self.stopped: str | None = None
+        self._threshold: torch.Tensor | None = None
+        self._tail: list[torch.Tensor] = []  # last training losses of earlier passes: windows span epochs
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopped is not None
 
     def _call(self, moment: str) -> None:
         for cb in self.cbs:
@@ -126,13 +153,16 @@ class Learner:
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     losses.append(self.loss.detach())
+                    if self._threshold is None:  # first training batch of the fit
+                        self._threshold = divergence_threshold(losses[0], self.preds.shape[-1])
                 self._call("after_batch")
                 n = len(self.yb)
                 loss_sum += self.loss.detach() * n
                 correct += (self.preds.argmax(dim=1) == self.yb).sum()
                 seen += n
+                # One host sync per NAN_CHECK_EVERY batches covers both NaN/inf and runaway losses.
                 if training and self.batch_idx % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 \
-                        and not torch.isfinite(loss_sum):
+                        and self._bad(loss_sum, losses):
                     break
         if getattr(bar, "is_active", False):  # left early: clear the bar as a finished one clears itself
             bar.on_iter_end()
@@ -145,7 +175,29 @@ class Learner:
             self.stopped = (f"Training stopped in epoch {self.epoch}: the {'training' if training else 'eval'} "
                             f"loss became {loss}. Lower the learning rate or fix the initialisation.")
             return False
+        if training:
+            runaway = self._runaway(losses)
+            self._tail = (self._tail + losses)[-DIVERGE_BATCHES:]
+            if runaway:
+                self.stopped = diverged_message(self.epoch, float(self._threshold), losses[-1].item())
+                return False
         return True
+
+    def _window(self, losses: list[torch.Tensor]) -> list[torch.Tensor]:
+        return (self._tail + losses)[-DIVERGE_BATCHES:]
+
+    def _runaway(self, losses: list[torch.Tensor]) -> bool:
+        window = self._window(losses)
+        if len(window) < DIVERGE_BATCHES or self._threshold is None:
+            return False
+        return bool((torch.stack(window) > self._threshold).all())
+
+    def _bad(self, loss_sum: torch.Tensor, losses: list[torch.Tensor]) -> bool:
+        window = self._window(losses)
+        if len(window) < DIVERGE_BATCHES:
+            return not bool(torch.isfinite(loss_sum))
+        runaway = (torch.stack(window) > self._threshold).all()
+        return bool(~torch.isfinite(loss_sum) | runaway)
 
     def _bar(self, batches):
         """A progress bar over one pass; it clears itself when done, so saved notebooks stay clean."""

@@ -1,6 +1,7 @@
 """Where code runs and how to make it repeatable: device choice, seeds, versions."""
 from __future__ import annotations
 
+import os
 import platform
 import random
 
@@ -9,10 +10,33 @@ import torch
 
 
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return CUDA when it exists, else the CPU; an explicit name is passed through."""
+    """Return CUDA when it exists, else the CPU; an explicit name is checked and passed through."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a device name: use 'auto', 'cpu' or 'cuda'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for, but this machine has no CUDA GPU "
+                           "(torch.cuda.is_available() is False): use device='auto' or device='cpu'")
+    return dev
+
+
+def progress_line(text: str) -> None:
+    """Append one line to the file named by ``$LSUV_PROGRESS_FILE`` (the build shows it); else nothing.
+
+    Errors writing it are ignored on purpose: progress is a courtesy and must never stop a run.
+    """
+    path = os.environ.get("LSUV_PROGRESS_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text.rstrip("\n") + "\n")
+            f.flush()
+    except OSError:
+        pass
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

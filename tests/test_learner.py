@@ -105,11 +105,6 @@ def test_final_requires_rows_of_the_phase():
         final([dict(epoch=0, phase="train", loss=1.0, accuracy=0.5, seconds=0.0)])
 
 
-def test_momentum_reaches_the_optimiser(toy, make_toy_model):
-    learn = fit(toy, make_toy_model(), epochs=1, momentum=0.85)
-    assert learn.opt.param_groups[0]["momentum"] == 0.85
-
-
 def test_bad_arguments(toy, make_toy_model):
     dls = dataloaders(toy, BS, device="cpu")
     for lr in (0, -0.1, float("nan")):
@@ -405,3 +400,96 @@ def test_summary_counts_diverged_runs_instead_of_averaging_them(toy, make_toy_mo
     assert summary["mean"] == fine[0].history[-1]["accuracy"]
     assert "(2 of 3 runs diverged)" in fmt_mean_sd(summary)
     assert summarise_final(diverged)["n"] == 0 and fmt_mean_sd(summarise_final(diverged)).startswith("no run")
+
+
+# ============================================================================= runaway (finite) divergence
+
+
+class Scaled:
+    """Cross-entropy reported ``factor`` times larger from training batch ``start`` on (gradients unchanged)."""
+
+    def __init__(self, start, factor):
+        self.start, self.factor, self.batches = start, factor, 0
+
+    def __call__(self, preds, y):
+        loss = F.cross_entropy(preds, y)
+        if torch.is_grad_enabled():
+            self.batches += 1
+            if self.batches > self.start:
+                return loss + (self.factor - 1) * loss.detach()
+        return loss
+
+
+def test_finite_runaway_loss_stops_like_a_nan(toy, make_toy_model):
+    """Issue 10 item 5: lr=1e3 ends at a huge but finite loss; it must be reported, not counted as finished."""
+    with pytest.warns(UserWarning, match="diverged"):
+        run = train(make_toy_model, toy, seed=0, epochs=3, lr=1e3, batch_size=BS, device="cpu", progress=False)
+    assert run.diverged and "the training loss diverged" in run.stopped and "Lower the learning rate" in run.stopped
+    assert summarise_final([run])["n_stopped"] == 1
+
+
+def test_runaway_window_spans_epochs_and_needs_k_batches_in_a_row(toy, make_toy_model):
+    # 8 batches per epoch: the runaway starts at batch 5, so 8 in a row are complete in epoch 1.
+    with pytest.warns(UserWarning, match="epoch 1: the training loss diverged"):
+        learn = fit(toy, make_toy_model(), epochs=3, loss_func=Scaled(5, 1e4))
+    assert learn.diverged and [(r["epoch"], r["phase"]) for r in learn.history] == [(0, "train"), (0, "eval"),
+                                                                                   (1, "train")]
+    assert f"for {learner_mod.DIVERGE_BATCHES} batches in a row" in learn.stopped
+
+
+def test_a_loss_below_the_runaway_factor_is_left_alone(toy, make_toy_model):
+    # Scaled from the first batch: the threshold scales with the start, so no runaway.
+    learn = fit(toy, make_toy_model(), epochs=3, loss_func=Scaled(0, 1e3), lr=0.3)
+    assert learn.stopped is None and not learn.diverged
+    assert learner_mod.divergence_threshold(0.5, 10) == pytest.approx(learner_mod.DIVERGE_FACTOR * math.log(10))
+    assert learner_mod.divergence_threshold(50.0, 10) == pytest.approx(learner_mod.DIVERGE_FACTOR * 50)
+    assert learner_mod.divergence_threshold(math.nan, 10) == pytest.approx(learner_mod.DIVERGE_FACTOR * math.log(10))
+
+
+def test_runaway_mid_epoch_is_caught_at_the_next_check(toy, make_toy_model):
+    with pytest.warns(UserWarning, match="diverged"):
+        learn = fit(toy, make_toy_model(), epochs=2, bs=4, loss_func=Scaled(1, 1e6))  # 64 batches per epoch
+    assert len(learn.batch_losses) == learner_mod.NAN_CHECK_EVERY
+
+
+def test_train_has_no_extra_cbs_any_more(toy, make_toy_model):
+    with pytest.raises(TypeError, match="extra_cbs"):
+        train(make_toy_model, toy, seed=0, epochs=1, lr=0.1, batch_size=BS, extra_cbs=[])
+
+
+# ============================================================================= runtime
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    from lsuvlib.runtime import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA GPU.*device='auto' or device='cpu'"):
+        default_device("cuda")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        default_device("cuda:0")
+    with pytest.raises(ValueError, match="not a device name"):
+        default_device("gpu")
+    assert default_device("auto").type == "cpu" and default_device("cpu").type == "cpu"
+
+
+def test_progress_line_appends_to_the_progress_file(tmp_path, monkeypatch):
+    from lsuvlib.runtime import progress_line
+
+    monkeypatch.delenv("LSUV_PROGRESS_FILE", raising=False)
+    progress_line("nowhere")  # no file: nothing happens
+    path = tmp_path / "progress.txt"
+    monkeypatch.setenv("LSUV_PROGRESS_FILE", str(path))
+    progress_line("one")
+    progress_line("two\n")
+    assert path.read_text() == "one\ntwo\n"
+
+
+def test_over_seeds_reports_progress(toy, make_toy_model, tmp_path, monkeypatch):
+    path = tmp_path / "progress.txt"
+    monkeypatch.setenv("LSUV_PROGRESS_FILE", str(path))
+    over_seeds([0, 1, 2], make_model=make_toy_model, ds=toy, epochs=1, lr=0.3, batch_size=BS, device="cpu",
+               progress=False, together=False)
+    lines = path.read_text().splitlines()
+    assert [ln.split(" runs done")[0] for ln in lines] == ["1/3", "2/3", "3/3"]
+    assert all(", about " in ln and ln.endswith(" left") for ln in lines)
