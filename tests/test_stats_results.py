@@ -1,135 +1,21 @@
-"""lsuvlib.stats (summaries over seeds) and lsuvlib.results (chapter results as JSON and CSV)."""
+"""lsuvlib.results (chapter results as JSON and CSV); the stats tests are in tests/test_stats.py."""
 from __future__ import annotations
 
 import copy
 import csv
 import json
 import math
-import random
 
 import pytest
 import torch
-from scipy import stats as st
 
 from lsuvlib.data import ImageSet
 from lsuvlib.experiment import Run
-from lsuvlib.results import (FIELDS, HISTORY_KEYS, SCHEMA, Chapter, load_results, markdown_table, stand_in_note,
-                             validate_results, write_combined)
-from lsuvlib.stats import aggregate, fmt_mean_sd, intervals_overlap, summarise
+from lsuvlib.page import markdown_table, stand_in_note
+from lsuvlib.results import (FIELDS, HISTORY_KEYS, SCHEMA, STANDALONE, Chapter, load_results, load_with_builds,
+                             resolve_results_dir, validate_results, write_combined)
 
-# ============================================================================= summarise
-
-
-def test_summarise_known_numbers():
-    s = summarise([1, 2, 3, 4, 5])
-    assert s["n"] == 5
-    assert s["mean"] == 3
-    assert s["sd"] == pytest.approx(math.sqrt(2.5), rel=1e-12)
-    half = st.t.ppf(0.975, 4) * math.sqrt(2.5) / math.sqrt(5)
-    assert half == pytest.approx(1.963, abs=5e-4)
-    assert s["ci_low"] == pytest.approx(3 - half, rel=1e-12) and s["ci_high"] == pytest.approx(3 + half, rel=1e-12)
-    assert s["ci_high"] - s["mean"] == pytest.approx(1.9632, abs=1e-4)
-
-
-def test_summarise_other_confidence_and_order_independence():
-    xs = [0.91, 0.93, 0.92, 0.95]
-    s95, s90 = summarise(xs), summarise(xs, confidence=0.90)
-    assert s90["ci_high"] - s90["ci_low"] < s95["ci_high"] - s95["ci_low"]
-    assert s90["ci_high"] - s90["mean"] == pytest.approx(st.t.ppf(0.95, 3) * s90["sd"] / 2)
-    shuffled = summarise(list(reversed(xs)))
-    assert shuffled["mean"] == pytest.approx(s95["mean"]) and shuffled["sd"] == pytest.approx(s95["sd"])
-
-
-def test_summarise_accepts_numpy_and_torch_numbers():
-    s = summarise(torch.tensor([1.0, 3.0]).tolist())
-    assert s["mean"] == 2 and s["sd"] == pytest.approx(math.sqrt(2))
-    assert summarise(torch.tensor([1.0, 3.0]))["mean"] == 2
-
-
-def test_summarise_identical_values_has_zero_width():
-    s = summarise([0.5, 0.5, 0.5])
-    assert s["sd"] == 0 and s["ci_low"] == s["ci_high"] == 0.5
-
-
-def test_summarise_one_value_has_nan_spread():
-    s = summarise([0.93])
-    assert s["n"] == 1 and s["mean"] == 0.93
-    assert all(math.isnan(s[k]) for k in ("sd", "ci_low", "ci_high"))
-
-
-def test_summarise_empty_raises():
-    with pytest.raises(ValueError, match="empty"):
-        summarise([])
-
-
-def test_fmt_mean_sd():
-    assert fmt_mean_sd(summarise([0.93, 0.95]), scale=100) == "94.0 ± 1.4"
-    assert fmt_mean_sd(summarise([0.93]), scale=100, digits=2) == "93.00"
-    assert fmt_mean_sd(summarise([1, 2, 3, 4, 5]), digits=3) == "3.000 ± 1.581"
-
-
-# ============================================================================= aggregate
-
-
-def rows(accs, phase="eval", losses=None):
-    out = []
-    for e, a in enumerate(accs):
-        out.append(dict(epoch=e, phase="train", loss=9.0, accuracy=0.0, seconds=0.1))
-        out.append(dict(epoch=e, phase=phase, loss=(losses or accs)[e], accuracy=a, seconds=0.1))
-    return out
-
-
-def test_aggregate_aligns_epochs_across_runs():
-    h1, h2, h3 = rows([0.1, 0.5, 0.9]), rows([0.3, 0.7, 0.8]), rows([0.2, 0.6])  # the last run stopped early
-    random.Random(0).shuffle(h2)  # row order must not matter
-    agg = aggregate([h1, h2, h3])
-    assert agg["epoch"] == [0, 1, 2]
-    assert agg["n"] == [3, 3, 2]
-    assert agg["mean"] == pytest.approx([0.2, 0.6, 0.85])
-    s = summarise([0.9, 0.8])
-    assert agg["sd"][2] == pytest.approx(s["sd"])
-    assert agg["ci_low"][2] == pytest.approx(s["ci_low"]) and agg["ci_high"][2] == pytest.approx(s["ci_high"])
-    assert set(agg) == {"epoch", "n", "mean", "sd", "ci_low", "ci_high"}
-    assert all(len(v) == 3 for v in agg.values())
-
-
-def test_aggregate_phase_and_metric():
-    h1 = rows([0.5, 0.6], losses=[2.0, 1.0])
-    h2 = rows([0.5, 0.6], losses=[4.0, 3.0])
-    assert aggregate([h1, h2], metric="loss")["mean"] == [3.0, 2.0]
-    assert aggregate([h1, h2], phase="train")["mean"] == [0.0, 0.0]
-    single = aggregate([h1])
-    assert single["n"] == [1, 1] and all(math.isnan(v) for v in single["sd"])
-
-
-def test_aggregate_of_nothing_is_empty():
-    assert aggregate([]) == {k: [] for k in ("epoch", "n", "mean", "sd", "ci_low", "ci_high")}
-
-
-# ============================================================================= intervals_overlap
-
-
-def ci(lo, hi):
-    return dict(ci_low=lo, ci_high=hi)
-
-
-@pytest.mark.parametrize("a, b, expected", [
-    (ci(0.0, 1.0), ci(0.5, 2.0), True),
-    (ci(0.0, 1.0), ci(0.2, 0.3), True),      # one inside the other
-    (ci(0.0, 1.0), ci(1.0, 2.0), True),      # touching
-    (ci(0.0, 1.0), ci(1.01, 2.0), False),
-    (ci(2.0, 3.0), ci(0.0, 1.0), False),
-    (ci(math.nan, math.nan), ci(5.0, 6.0), True),  # unknown width: cannot call them different
-])
-def test_intervals_overlap(a, b, expected):
-    assert intervals_overlap(a, b) is expected
-    assert intervals_overlap(b, a) is expected
-
-
-def test_intervals_overlap_on_summaries():
-    low, high = summarise([0.10, 0.11, 0.12]), summarise([0.90, 0.91, 0.92])
-    assert not intervals_overlap(low, high)
-    assert intervals_overlap(summarise([0.1, 0.5, 0.9]), summarise([0.4, 0.6, 0.5]))
+from history_rows import rows
 
 
 # ============================================================================= Chapter / results files
@@ -173,6 +59,7 @@ def test_chapter_save_writes_valid_json_that_load_results_reads(tmp_path):
     assert [r["seed"] for r in data["runs"]["baseline"]] == [0, 1]
     assert data["runs"]["lsuv"][1]["history"] == rows([0.1 * 2 + 0.01 * 1 + 0.1 * e for e in range(2)])
     assert data["created"].endswith("+00:00")
+    assert data["build"] == STANDALONE  # no $LSUV_BUILD_ID: not written by the build tool
     loaded = load_results(tmp_path)
     assert list(loaded) == ["03-baseline"]
     assert loaded["03-baseline"]["runs"] == data["runs"]
@@ -298,8 +185,8 @@ def test_write_combined_has_one_row_per_chapter_config_seed_epoch_phase(tmp_path
     assert not list(tmp_path.glob("*.tmp"))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["chapter", "dataset", "stand_in", "config", "seed", "epoch", "phase", "loss",
-                                     "accuracy", "seconds"]
+        assert reader.fieldnames == ["chapter", "build", "dataset", "stand_in", "config", "seed", "epoch", "phase",
+                                     "loss", "accuracy", "seconds"]
         table = list(reader)
     assert len(table) == 2 * 3 * 2 * 2 + 3 * 1 * 3 * 2  # configs x seeds x epochs x phases, per chapter
     keys = [(r["chapter"], r["config"], r["seed"], r["epoch"], r["phase"]) for r in table]
@@ -317,7 +204,7 @@ def test_write_combined_has_one_row_per_chapter_config_seed_epoch_phase(tmp_path
 
 def test_write_combined_with_no_results_writes_just_the_header(tmp_path):
     with open(write_combined(tmp_path), newline="") as f:
-        assert list(csv.reader(f)) == [["chapter", "dataset", "stand_in", "config", "seed", *HISTORY_KEYS]]
+        assert list(csv.reader(f)) == [["chapter", "build", "dataset", "stand_in", "config", "seed", *HISTORY_KEYS]]
 
 
 def test_markdown_table_and_stand_in_note():
@@ -326,7 +213,7 @@ def test_markdown_table_and_stand_in_note():
     assert markdown_table([]) == "_(no rows)_"
     ds = tiny_set("fashion_mnist")
     note = stand_in_note(ds, "svhn", "The blog")
-    assert "SVHN" in note and "fashion_mnist" in note and "stand-in" in note and "not a reproduction" in note
+    assert "SVHN" in note and "Fashion-MNIST" in note and "stand-in" in note and "not a reproduction" in note
     assert "the dataset the blog used" in stand_in_note(tiny_set("svhn"), "svhn", "The blog")
 
 
@@ -337,9 +224,92 @@ def test_saved_runs_are_a_deep_copy_of_plain_data(tmp_path):
     assert json.loads(path.read_text())["runs"] == before
 
 
-def test_fmt_ci_formats_and_marks_undefined_intervals():
-    from lsuvlib.stats import fmt_ci
+# ============================================================================= provenance (issue 10)
 
-    assert fmt_ci(summarise([1.0, 2.0, 3.0])) == "-0.484–4.484"
-    assert fmt_ci(summarise([1.0])) == "–"  # NaN in memory
-    assert fmt_ci(dict(ci_low=None, ci_high=None)) == "–"  # null from a results file
+
+def test_save_records_the_build_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSUV_BUILD_ID", "20261201T120000Z-42")
+    data = json.loads(make_chapter(tmp_path).save().read_text())
+    assert data["build"] == "20261201T120000Z-42"
+    assert "build" in FIELDS
+
+
+def manifest(results_dir, build_id, chapters):
+    (results_dir / "build.json").write_text(json.dumps(
+        dict(schema="lsuv-book/build/1", build_id=build_id, started="2026-12-01T12:00:00+00:00", finished=None,
+             status="running", profile="smoke", chapters=chapters)))
+
+
+def test_load_with_builds_tells_the_latest_build_from_earlier_ones(tmp_path, monkeypatch):
+    old, new = "20261130T090000Z-1", "20261201T120000Z-2"
+    monkeypatch.setenv("LSUV_BUILD_ID", old)
+    make_chapter(tmp_path, "03-baseline").save()
+    monkeypatch.setenv("LSUV_BUILD_ID", new)
+    make_chapter(tmp_path, "04-input-normalisation").save()
+    monkeypatch.delenv("LSUV_BUILD_ID")
+    make_chapter(tmp_path, "05-batchnorm-kaiming").save()
+    record = lambda b, **kw: dict(status="ok", build_id=b, profile="smoke", started="s",  # noqa: E731
+                                  finished="2026-12-01T12:05:00+00:00", params=kw)
+    manifest(tmp_path, new, {"03-baseline": record(old, epochs=1), "04-input-normalisation": record(new),
+                             "05-batchnorm-kaiming": record(new)})
+    view = load_with_builds(tmp_path)
+    assert view.build_id == new
+    assert list(view.latest()) == ["04-input-normalisation"]
+    assert sorted(view.earlier()) == ["03-baseline", "05-batchnorm-kaiming"]
+    base = view.files["03-baseline"]
+    assert base.build_id == old and base.build["params"] == {"epochs": 1} and not base.latest
+    assert base.label == f"build {old} (profile smoke, finished 2026-12-01T12:05:00+00:00)"
+    assert base.path == tmp_path / "03-baseline.json"
+    standalone = view.files["05-batchnorm-kaiming"]
+    assert standalone.build == {} and standalone.label.startswith("a run outside the build tool (")
+    assert "build.json" not in {f.path.name for f in view.files.values()}
+
+
+def test_load_with_builds_without_a_manifest_marks_nothing_latest(tmp_path):
+    make_chapter(tmp_path).save()
+    view = load_with_builds(tmp_path)
+    assert view.build is None and view.latest() == {} and list(view.earlier()) == ["03-baseline"]
+
+
+def test_a_truncated_results_file_is_named(tmp_path):
+    path = make_chapter(tmp_path).save()
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(ValueError, match=f"results file {path} cannot be read .*truncated or corrupt"):
+        load_results(tmp_path)
+
+
+def test_a_results_file_of_an_older_schema_is_named(tmp_path):
+    path = make_chapter(tmp_path).save()
+    data = json.loads(path.read_text())
+    data["schema"] = "lsuv-book/results/1"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"results file {path} has schema 'lsuv-book/results/1'.*rebuild chapter"):
+        load_results(tmp_path)
+
+
+def test_an_invalid_results_file_is_named(tmp_path):
+    path = make_chapter(tmp_path).save()
+    data = json.loads(path.read_text())
+    del data["summary"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"results file {path}: invalid results: missing field 'summary'"):
+        load_results(tmp_path)
+
+
+def test_the_notebooks_default_results_dir_does_not_depend_on_the_cwd(tmp_path, monkeypatch):
+    """Issue 10: `papermill chapters/03-baseline.ipynb out.ipynb` from the project root wrote outside it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    assert resolve_results_dir("../_build/results") == root / "_build" / "results"
+    assert Chapter("03-baseline", dict(device="cpu"), "../_build/results").results_dir == root / "_build/results"
+    assert resolve_results_dir(tmp_path / "r") == tmp_path / "r"
+
+
+def test_saved_results_are_world_readable(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert make_chapter(tmp_path).save().stat().st_mode & 0o777 == 0o644 & ~mask

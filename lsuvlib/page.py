@@ -1,0 +1,183 @@
+"""What a chapter shows on its page: Markdown tables and notes, the parameters table, warnings as sentences.
+
+Chapters call :func:`setup` once in their setup cell; the rest are plain functions that
+return or display Markdown. Results I/O lives in :mod:`lsuvlib.results`.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .data import ImageSet
+    from .results import Chapter
+
+
+class Table(str):
+    """Markdown text that notebooks render as a table when it is a cell's last expression."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def show_markdown(text: str) -> None:
+    """Display ``text`` as Markdown in a notebook (print it elsewhere)."""
+    if _in_notebook():
+        from IPython.display import Markdown, display
+
+        display(Markdown(str(text)))
+    else:
+        print(text)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if math.isfinite(value) else "–"
+    return str(value).replace("|", "\\|").replace("\n", " ")  # a stray pipe or newline would split the row
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
+                   headers: Sequence[str] | None = None) -> Table:
+    """A Markdown table (a :class:`Table`); floats get 3 decimals, everything else ``str``."""
+    if not rows:
+        return Table("_(no rows)_")
+    columns = list(columns or rows[0].keys())
+    headers = list(headers or columns)
+    lines = ["| " + " | ".join(_cell(str(h)) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return Table("\n".join(lines))
+
+
+def stand_in_note(ds: "ImageSet", wanted: str, source_name: str) -> str:
+    """The visible note a page carries when it runs on another dataset than its source did."""
+    if ds.name == wanted:
+        return f"This page runs on **{ds.title}**, the dataset {source_name[:1].lower() + source_name[1:]} used."
+    return (f"**Dataset note.** {source_name} ran this experiment on **{wanted.upper()}** "
+            f"(cropped digits, converted to grayscale). {wanted.upper()} is not available on the machine "
+            f"that built this page, so it uses **{ds.title}** ({len(ds.x_train):,} training and "
+            f"{len(ds.x_test):,} test images) as a stand-in. {source_name}'s numbers are for "
+            f"{wanted.upper()}; the numbers here are not a reproduction of them.")
+
+
+def blog_comparison(experiment: str, final: dict, ds: "ImageSet", epochs: int) -> Table:
+    """A table of this run's final eval accuracy beside the blog's published single run."""
+    from .sources import BLOG
+    from .stats import fmt_mean_sd
+
+    ours = fmt_mean_sd(final, digits=3)
+    label = "this book" + (" (stand-in data)" if ds.name != BLOG["dataset"] else "")
+    rows = [dict(source=label, dataset=ds.name, runs=final["n"] + final.get("n_stopped", 0), epochs=epochs,
+                 accuracy=ours),
+            dict(source="the blog, as published", dataset=BLOG["dataset"], runs=1, epochs=3,
+                 accuracy=f"{BLOG['eval_accuracy'][experiment]:.3f}")]
+    return markdown_table(rows, headers=["source", "dataset", "runs", "epochs", "final eval accuracy (mean ± sd)"])
+
+
+# ----------------------------------------------------------------------------- the parameters table
+
+
+def chapter_defaults(chapter: str, root: Path | None = None) -> dict | None:
+    """The values in ``chapters/<chapter>.ipynb``'s ``parameters`` cell, or None without that notebook."""
+    import nbformat
+
+    from .results import project_root
+
+    root = root or project_root()
+    path = root / "chapters" / f"{chapter}.ipynb" if root else None
+    if path is None or not path.is_file():
+        return None
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        return None
+    defaults = {}
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+            node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
+        if isinstance(target, ast.Name):
+            try:
+                defaults[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass  # not a literal: nothing to compare against
+    return defaults
+
+
+def changed_parameters(params: dict, defaults: dict | None) -> list[tuple[str, object, object]]:
+    """(name, value, default) for every value that differs from its default."""
+    if not defaults:
+        return []
+    return [(k, v, defaults[k]) for k, v in params.items()
+            if k in defaults and (v != defaults[k] or isinstance(v, bool) != isinstance(defaults[k], bool))]
+
+
+def non_default_line(changes: list[tuple[str, object, object]]) -> str:
+    """One sentence naming each changed value and its default ("" when nothing changed)."""
+    if not changes:
+        return ""
+    named = ", ".join(f"`{k} = {v!r}` (default `{d!r}`)" for k, v, d in changes)
+    return f"**Built with non-default parameters:** {named}; the chapter's defaults run the full experiment."
+
+
+def show_setup(chapter: "Chapter") -> None:
+    """The parameters table, one line above it when values differ from the chapter's defaults, and versions."""
+    from .runtime import versions
+
+    line = non_default_line(changed_parameters(chapter.params, chapter_defaults(chapter.chapter)))
+    rows = [dict(parameter=k, value=repr(v)) for k, v in chapter.params.items()]
+    v = versions()
+    show_markdown((line + "\n\n" if line else "") + markdown_table(rows)
+                  + f"\n\nRan on {chapter.device} with Python {v['python']}, "
+                  f"torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
+
+
+# ----------------------------------------------------------------------------- page setup
+
+
+def _without_paths(text: str) -> str:
+    """Drop the build machine's folders from a message (a reader needs the file name at most)."""
+    from .results import project_root
+
+    root = project_root()
+    if root:
+        text = text.replace(str(root) + "/", "")
+    return re.sub(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)", r"\1", text)
+
+
+def warning_sentence(message) -> str:
+    """A warning as the one Markdown sentence a page shows."""
+    text = _without_paths(str(message)).strip()
+    return f"**Note:** {text}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if _in_notebook():
+        show_markdown(warning_sentence(message))
+    else:
+        print(warning_sentence(message), file=file or sys.stderr)
+
+
+def setup() -> None:
+    """Once per chapter: figures as PNG, warnings as a sentence on the page instead of a path-laden block."""
+    from . import charts
+
+    register = getattr(charts, "register_ipython_png", None)  # added by the charts module's owner
+    if register is not None:
+        register()
+    warnings.showwarning = _show_warning

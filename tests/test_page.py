@@ -1,0 +1,93 @@
+"""lsuvlib.page: what a chapter shows on its page (tables, the parameters table, warnings)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import nbformat
+
+from lsuvlib import page
+from lsuvlib.page import Table, markdown_table
+from lsuvlib.results import Chapter
+
+
+def test_markdown_table_renders_as_a_table_when_it_is_a_cells_last_expression():
+    """Issue 9: chapters 3-6 showed the Python string '| epoch | ...' instead of a table."""
+    from IPython.core.formatters import DisplayFormatter
+
+    table = markdown_table([dict(epoch=0, loss=0.5)])
+    assert isinstance(table, Table) and isinstance(table, str)
+    data, _ = DisplayFormatter().format(table)
+    assert data["text/markdown"] == "| epoch | loss |\n|---|---|\n| 0 | 0.500 |"
+    assert isinstance(markdown_table([]), Table)
+
+
+def test_markdown_table_formats_and_escapes_cells():
+    table = markdown_table([dict(a=1, b=0.12345, c=math.nan), dict(a="x|y", b=1.0, c="two\nlines")],
+                           headers=["A", "B", "C"])
+    assert table.splitlines() == ["| A | B | C |", "|---|---|---|", "| 1 | 0.123 | – |",
+                                  "| x\\|y | 1.000 | two lines |"]
+    assert markdown_table([dict(a=1)], headers=["|a − b|"]).splitlines()[0] == "| \\|a − b\\| |"
+
+
+def test_old_imports_from_results_still_work():
+    from lsuvlib.results import markdown_table as old, show_markdown, stand_in_note  # noqa: F401
+
+    assert old is markdown_table
+
+
+def _chapter_source(root, stem, source):
+    (root / "chapters").mkdir(parents=True, exist_ok=True)
+    (root / "_quarto.yml").write_text("book: {}\n")
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), root / "chapters" / f"{stem}.ipynb")
+
+
+def test_chapter_defaults_come_from_the_source_parameters_cell(tmp_path):
+    _chapter_source(tmp_path, "03-x", "epochs = 3\nlr = 0.2  # a rate\nn_train = None\nlrs = [0.1, 0.2]\n"
+                                      "results_dir = '../_build/results'\nextra: int = 4\nnot_literal = 2 * 3")
+    assert page.chapter_defaults("03-x", root=tmp_path) == dict(epochs=3, lr=0.2, n_train=None, lrs=[0.1, 0.2],
+                                                                results_dir="../_build/results", extra=4)
+    assert page.chapter_defaults("04-absent", root=tmp_path) is None
+
+
+def test_show_setup_names_each_non_default_value_in_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 13: a smoke build's page must not pass for the full experiment."""
+    _chapter_source(tmp_path, "03-x", "epochs = 3\nlr = 0.2\nn_train = None\ndevice = 'auto'")
+    monkeypatch.setattr("lsuvlib.results.project_root", lambda: tmp_path)
+    Chapter("03-x", dict(epochs=1, lr=0.2, n_train=2048, device="cpu"), None).show_setup()
+    out = capsys.readouterr().out
+    first, rest = out.split("\n\n", 1)
+    assert first == ("**Built with non-default parameters:** `epochs = 1` (default `3`), `n_train = 2048` "
+                     "(default `None`), `device = 'cpu'` (default `'auto'`); the chapter's defaults run the "
+                     "full experiment.")
+    assert rest.startswith("| parameter | value |")
+
+    Chapter("03-x", dict(epochs=3, lr=0.2, n_train=None), None).show_setup()
+    assert capsys.readouterr().out.startswith("| parameter | value |"), "defaults: no line"
+    Chapter("09-no-source", dict(epochs=1), None).show_setup()
+    assert capsys.readouterr().out.startswith("| parameter | value |"), "no source notebook: no line"
+
+
+def test_changed_parameters_tells_a_bool_from_an_int():
+    assert page.changed_parameters(dict(a=1, b=True, c=0.2), dict(a=True, b=True, c=0.2)) == [("a", 1, True)]
+    assert page.changed_parameters(dict(a=1), None) == []
+
+
+def test_warnings_become_one_sentence_without_paths(monkeypatch, capsys):
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    page.setup()
+    warnings.warn("every run at lr 0.2 diverged; see /home/builder/lsuv-book/lsuvlib/experiment.py", UserWarning)
+    err = capsys.readouterr().err
+    assert err == "**Note:** every run at lr 0.2 diverged; see experiment.py\n"
+
+
+def test_setup_registers_the_figure_formatter_when_charts_offers_it(monkeypatch):
+    from lsuvlib import charts
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    calls = []
+    monkeypatch.setattr(charts, "register_ipython_png", lambda: calls.append(1), raising=False)
+    page.setup()
+    assert calls == [1]
