@@ -5,8 +5,12 @@
 
 Opens every SITE_DIR/*.html page and checks that it paints something (the
 screenshot is not blank), that every image decoded, that every navigation link
-leads to a page with a non-empty <h1>, and that nothing is fetched from the
-network. Screenshots go to SITE_DIR/../screenshots/. Exit 1 on problems.
+leads to a page with a non-empty <h1>, that nothing is fetched from the
+network, and that the page can be cited: a citation block and Google Scholar
+`citation_*` meta tags (title, author, publication date; on chapter pages also
+the book's title). Every chapter page (SITE_DIR/chapters/*.html) must link its
+executed and its source notebook, and both files must exist.
+Screenshots go to SITE_DIR/../screenshots/. Exit 1 on problems.
 """
 
 from __future__ import annotations
@@ -53,8 +57,17 @@ return {
                  .map(e => e.getAttribute('src') || e.getAttribute('href')).filter(external),
   requests: performance.getEntriesByType('resource').map(e => e.name)
                  .filter(u => !/^(file|data|blob|about):/.test(u)),
+  citation: ((document.querySelector('#book-citation .book-citation-text') || {}).textContent || '').trim(),
+  meta: Array.from(document.querySelectorAll('meta[name^="citation_"]'))
+             .map(m => [m.getAttribute('name'), m.getAttribute('content') || '']),
+  notebooks: Array.from(document.querySelectorAll('a.notebook-executed, a.notebook-source'))
+                  .map(a => [a.classList.contains('notebook-executed') ? 'executed' : 'source',
+                             a.getAttribute('href')]),
 };
 """
+# Meta tags every page needs so reference managers and Google Scholar can cite it.
+REQUIRED_META = ("citation_title", "citation_author", "citation_publication_date")
+CHAPTER_DIR = "chapters/"  # pages made from chapter notebooks (Quarto's layout)
 
 
 @dataclass
@@ -116,6 +129,8 @@ def check_page(driver, page: Path, site: Path, shots: Path) -> tuple[PageReport,
     report.problems += [f"image did not load: {img['src']}..." for img in info["images"] if not img["ok"]]
     report.problems += [f"external resource reference: {url}" for url in info["external"]]
     report.problems += [f"network request: {url}" for url in info["requests"]]
+    report.problems += citation_problems(info, is_chapter=report.name.startswith(CHAPTER_DIR))
+    report.problems += notebook_problems(page, info, is_chapter=report.name.startswith(CHAPTER_DIR))
     targets = set()
     for href in info["nav"]:
         target = local_target(page, href)
@@ -126,6 +141,28 @@ def check_page(driver, page: Path, site: Path, shots: Path) -> tuple[PageReport,
         else:
             report.problems.append(f"navigation link to a missing file: {href}")
     return report, targets
+
+
+def citation_problems(info: dict, is_chapter: bool) -> list[str]:
+    """What keeps the page from being cited: no citation block, or missing meta tags."""
+    problems = [] if info["citation"] else ["no citation block (#book-citation .book-citation-text)"]
+    present = {name for name, content in info["meta"] if content.strip()}
+    required = REQUIRED_META + (("citation_inbook_title",) if is_chapter else ())
+    problems += [f"no <meta name={name!r}> tag" for name in required if name not in present]
+    return problems
+
+
+def notebook_problems(page: Path, info: dict, is_chapter: bool) -> list[str]:
+    """A chapter page must link its executed and its source notebook, and both must exist."""
+    if not is_chapter:
+        return []
+    links = dict(info["notebooks"])
+    problems = [f"no link to the {kind} notebook" for kind in ("executed", "source") if not links.get(kind)]
+    for kind, href in links.items():
+        target = local_target(page, href)
+        if target is None or not target.is_file():
+            problems.append(f"{kind} notebook link to a missing file: {href}")
+    return problems
 
 
 def check_pages(site_dir: Path) -> list[PageReport]:
