@@ -1,4 +1,4 @@
-"""How long the book build took: per-chapter wall time, the total against the 12-minute target, peak RSS.
+"""How long the book build took: per-chapter wall time, the total against the 15-minute target, peak RSS.
 
 Reads the ``timings.json`` that ``python tools/build_book.py`` writes into its output folder
 (``_build/timings.json`` by default) or the path given as the argument:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = ROOT / "_build" / "timings.json"
-TARGET_SECONDS = 12 * 60
+TARGET_SECONDS = 15 * 60  # the default build, chapter 7 at 10 seeds and chapters 3-6 at 5
 
 
 class TimingsError(Exception):
@@ -69,7 +69,7 @@ def print_table(timings: dict, summary: dict) -> None:
     print(f"{'(outside chapters)':<28} {other:9.1f} {other / total if total else 0.0:7.1%}")
     print(f"{'total':<28} {total:9.1f}")
     met = "met" if summary["target_ratio"] <= 1 else "MISSED"
-    print(f"\ntotal / 12-minute target: {summary['target_ratio']:.2f} ({met}); "
+    print(f"\ntotal / 15-minute target: {summary['target_ratio']:.2f} ({met}); "
           f"peak kernel RSS {summary['peak_rss_mb']:.0f} MiB")
     if summary["failed"]:
         print(f"failed chapters: {', '.join(summary['failed'])} (their times are not a full run)")
