@@ -290,6 +290,11 @@ def verdicts(claims: Sequence[Mapping], alpha: float = 0.05, tie_margin: float =
     reads "tie: any difference is smaller than X points", otherwise "open: the difference
     lies between L and H points". ``effect`` and the CI are ``scale`` times the metric
     (points for accuracy).
+
+    A claim with ``kind="tie"`` claims "a ≈ b" instead. It "holds" when the whole CI lies
+    within ±``tie_margin`` (an equivalence test: a difference that small may still be
+    significant, and the row's ``p_holm`` shows it), "does not hold" when the difference is
+    significant and the CI reaches past the margin, and is otherwise "not resolved".
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -303,12 +308,17 @@ def verdicts(claims: Sequence[Mapping], alpha: float = 0.05, tie_margin: float =
         direction = c.get("direction", 1)
         if direction not in (1, -1):
             raise ValueError(f"direction must be 1 (a above b) or -1 (a below b), got {direction!r}")
+        if c.get("kind", "order") not in ("order", "tie"):
+            raise ValueError(f"kind must be 'order' (a > b) or 'tie' (a ≈ b), got {c.get('kind')!r}")
         tests.append((c, t, direction))
     adjusted = holm([t.p_value for _, t, _ in tests])
     out = []
     for (c, t, direction), p_holm in zip(tests, adjusted):
         significant = p_holm < alpha
-        if significant and t.mean * direction > 0:
+        within = max(abs(t.ci_low), abs(t.ci_high)) <= tie_margin
+        if c.get("kind") == "tie":
+            verdict = "holds" if within else "does not hold" if significant else "not resolved"
+        elif significant and t.mean * direction > 0:
             verdict = "holds"
         elif significant and t.mean * direction < 0:
             verdict = "reversed"
@@ -317,11 +327,11 @@ def verdicts(claims: Sequence[Mapping], alpha: float = 0.05, tie_margin: float =
         bound = ""
         if verdict == "not resolved":
             widest = max(abs(t.ci_low), abs(t.ci_high))
-            if widest <= tie_margin:
+            if within:
                 bound = f"tie: any difference is smaller than {widest * scale:.1f} {unit}"
             else:
                 bound = f"open: the difference lies between {t.ci_low * scale:.1f} and {t.ci_high * scale:.1f} {unit}"
-        out.append(dict(claim=c["claim"], effect=t.mean * scale, ci=(t.ci_low * scale, t.ci_high * scale),
+        out.append(dict(claim=c["claim"], kind=c.get("kind", "order"), effect=t.mean * scale, ci=(t.ci_low * scale, t.ci_high * scale),
                         p=t.p_value, p_holm=p_holm, verdict=verdict, bound=bound, n=t.n,
                         n_diverged=t.n_diverged, diverged=(t.n_diverged_a, t.n_diverged_b), method=t.method))
     return out

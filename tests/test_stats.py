@@ -285,6 +285,24 @@ def test_verdicts_on_constructed_cases():
         assert {"claim", "effect", "ci", "p", "p_holm", "verdict", "bound", "n"} <= set(row)
 
 
+def test_tie_claims_are_equivalence_tests():
+    seeds = range(10)
+    base = {s: 0.80 + 0.01 * (s % 3) for s in seeds}
+    small_shift = {s: base[s] + 0.003 + 0.0001 * s for s in seeds}   # detectable, but inside ±1 point
+    big_shift = {s: base[s] + 0.05 + 0.002 * s for s in seeds}       # detectable and past the margin
+    noisy = {s: base[s] + (0.2 if s % 2 else -0.19) for s in seeds}   # neither
+    out = verdicts([dict(claim="small ≈ base", a=small_shift, b=base, kind="tie"),
+                    dict(claim="big ≈ base", a=big_shift, b=base, kind="tie"),
+                    dict(claim="noisy ≈ base", a=noisy, b=base, kind="tie")], tie_margin=0.01)
+    small, big, noisy_row = out
+    assert small["verdict"] == "holds" and small["p_holm"] < 0.05 and small["kind"] == "tie"
+    assert max(abs(x) for x in small["ci"]) <= 1.0
+    assert big["verdict"] == "does not hold"
+    assert noisy_row["verdict"] == "not resolved" and noisy_row["bound"].startswith("open")
+    with pytest.raises(ValueError, match="kind"):
+        verdicts([dict(claim="x", a=base, b=base, kind="same")])
+
+
 def test_tie_margin_decides_tie_or_open():
     a = {s: 0.8 + (0.004 if s % 2 else -0.003) for s in range(6)}
     b = {s: 0.8 for s in range(6)}
