@@ -98,7 +98,7 @@ def test_smoke_each_chapter_writes_valid_results(smoke_build, stem):
 def test_smoke_summary_writes_the_combined_table(smoke_build):
     out, _ = smoke_build
     lines = (out / "results" / "all-results.csv").read_text().splitlines()
-    assert lines[0].split(",")[:5] == ["chapter", "dataset", "stand_in", "config", "seed"]
+    assert lines[0].split(",")[:6] == ["chapter", "build", "dataset", "stand_in", "config", "seed"]
     assert {line.split(",")[0] for line in lines[1:]} >= {"03-baseline", "07-mnist-variants"}
 
 
@@ -270,7 +270,7 @@ def test_offline_edition_wraps_wide_tables_and_long_lines(offline_site):
     _, site, _, _ = offline_site
     css = (ROOT / "tools/templates/offline/book.css").read_text()
     assert "pre { white-space: pre-wrap; overflow-wrap: anywhere; }" in css, "code and outputs wrap"
-    assert "th { overflow-wrap: anywhere; }" in css and "td { overflow-wrap: break-word; }" in css
+    assert "th, td { overflow-wrap: break-word; }" in css, "table cells wrap between words only"
     assert ".input_area { background: var(--code-bg); border: 1px solid var(--rule); border-radius: 6px; }" in css
     assert "td { overflow-wrap: break-word; }" in (site / "index.html").read_text(), "the page inlines the CSS"
 

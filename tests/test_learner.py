@@ -492,4 +492,8 @@ def test_over_seeds_reports_progress(toy, make_toy_model, tmp_path, monkeypatch)
                progress=False, together=False)
     lines = path.read_text().splitlines()
     assert [ln.split(" runs done")[0] for ln in lines] == ["1/3", "2/3", "3/3"]
-    assert all(", about " in ln and ln.endswith(" left") for ln in lines)
+    assert all(", about " in ln and ln.endswith(" left") for ln in lines[:-1])
+    assert lines[-1].startswith("3/3 runs done in ")
+    over_seeds([0, 1], make_model=make_toy_model, ds=toy, epochs=1, lr=0.3, batch_size=BS, device="cpu",
+               progress=False, together=False, label="variant std")
+    assert path.read_text().splitlines()[-1].startswith("variant std: 2/2 runs done in ")
