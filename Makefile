@@ -29,6 +29,8 @@ test: setup
 
 bench: setup
 	$(PYTHON) benchmarks/epoch_speed.py
+	$(PYTHON) benchmarks/seeds_speed.py
+	$(PYTHON) benchmarks/lsuv_speed.py
 	$(PYTHON) benchmarks/book_time.py
 
 clean:
