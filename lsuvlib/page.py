@@ -72,18 +72,50 @@ def stand_in_note(ds: "ImageSet", wanted: str, source_name: str) -> str:
             f"{wanted.upper()}; the numbers here are not a reproduction of them.")
 
 
-def blog_comparison(experiment: str, final: dict, ds: "ImageSet", epochs: int) -> Table:
-    """A table of this run's final eval accuracy beside the blog's published single run."""
-    from .sources import BLOG
-    from .stats import fmt_mean_sd
+def against_blog(experiment: str, label: str, runs: Sequence, ds: "ImageSet",
+                 lr: float | None = None) -> tuple[dict, dict]:
+    """One row setting this page's runs beside the blog's single run of ``experiment``.
 
-    ours = fmt_mean_sd(final, digits=3)
-    label = "this book" + (" (stand-in data)" if ds.name != BLOG["dataset"] else "")
-    rows = [dict(source=label, dataset=ds.name, runs=final["n"] + final.get("n_stopped", 0), epochs=epochs,
-                 accuracy=ours),
-            dict(source="the blog, as published", dataset=BLOG["dataset"], runs=1, epochs=3,
-                 accuracy=f"{BLOG['eval_accuracy'][experiment]:.3f}")]
-    return markdown_table(rows, headers=["source", "dataset", "runs", "epochs", "final eval accuracy (mean ± sd)"])
+    The verdict is :func:`lsuvlib.stats.versus_source`: is the blog's number inside the 95%
+    prediction interval for one new run of ours? Runs that diverged have no final accuracy;
+    they are counted, and with fewer than 2 finished runs nothing is judged. Returns the
+    record for the results file and the cells for :func:`blog_verdict_table`.
+    """
+    from .experiment import summarise_final
+    from .learner import final
+    from .sources import BLOG
+    from .stats import fmt_mean_sd, versus_source
+
+    source = BLOG["eval_accuracy"][experiment]
+    stand_in = ds.name != BLOG["dataset"]
+    finished = [final(r.history, "eval", "accuracy") for r in runs if not r.diverged]
+    record = dict(experiment=experiment, label=label, source=source, n=len(finished), n_runs=len(runs),
+                  stand_in=stand_in, **({} if lr is None else dict(lr=lr)))
+    if len(finished) >= 2:
+        record.update(versus_source(finished, source, bounds=(0, 1)))
+        verdict = record["verdict"] + (" (stand-in data)" if stand_in else "")
+    else:
+        verdict = "not judged: fewer than 2 runs finished"
+    if len(finished) < len(runs):
+        verdict += f"; {len(runs) - len(finished)} of {len(runs)} runs diverged, the blog's one run did not"
+    cells = {"experiment": label, "dataset": ds.title, **({} if lr is None else {"lr": f"{lr:g}"}),
+             "runs finished": f"{len(finished)} of {len(runs)}",
+             "final eval accuracy (mean ± sd)": fmt_mean_sd(summarise_final(runs), digits=3),
+             "95% prediction interval, one run": f"{record['low']:.3f} – {record['high']:.3f}" if "low" in record else "–",
+             "the blog": f"{source:.3f} (SVHN, 1 run)", "verdict": verdict}
+    return record, cells
+
+
+def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
+    """The rows of :func:`against_blog` as a table, with the stand-in caveat when it applies."""
+    from .sources import BLOG
+
+    text = markdown_table(rows)
+    if ds.name != BLOG["dataset"]:
+        text += (f"\n\nThis page ran on {ds.title}, not on the blog's SVHN, so a verdict only says whether the "
+                 f"blog's number would be a plausible single run of *this* experiment on {ds.title}; it claims "
+                 "no reproduction.")
+    return Table(text)
 
 
 # ----------------------------------------------------------------------------- the parameters table

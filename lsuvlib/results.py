@@ -75,7 +75,7 @@ def resolve_results_dir(results_dir: str | os.PathLike) -> Path:
 
 # The display helpers moved to lsuvlib.page; these names keep old imports working.
 def __getattr__(name: str):
-    if name in ("show_markdown", "markdown_table", "stand_in_note", "blog_comparison", "Table"):
+    if name in ("show_markdown", "markdown_table", "stand_in_note", "Table"):
         from . import page
 
         return getattr(page, name)

@@ -91,3 +91,26 @@ def test_setup_registers_the_figure_formatter_when_charts_offers_it(monkeypatch)
     monkeypatch.setattr(charts, "register_ipython_png", lambda: calls.append(1), raising=False)
     page.setup()
     assert calls == [1]
+
+
+def test_against_blog_judges_finished_runs_and_counts_diverged_ones():
+    from types import SimpleNamespace
+
+    from lsuvlib.page import against_blog, blog_verdict_table
+
+    def run(acc, diverged=False):
+        history = [dict(epoch=0, phase="train", loss=1.0, accuracy=acc, seconds=0.1),
+                   dict(epoch=0, phase="eval", loss=1.0, accuracy=acc, seconds=0.1)]
+        return SimpleNamespace(history=history, diverged=diverged, stopped="nan" if diverged else None)
+
+    ds = SimpleNamespace(name="fashion_mnist", title="Fashion-MNIST")
+    record, cells = against_blog("batchnorm_kaiming", "BN", [run(0.82), run(0.84), run(0.1, True)], ds)
+    assert record["n"] == 2 and record["n_runs"] == 3 and record["stand_in"] and record["source"] == 0.83
+    assert record["low"] < 0.83 < record["high"] and record["verdict"] == "consistent with the source"
+    assert cells["verdict"] == ("consistent with the source (stand-in data); 1 of 3 runs diverged, "
+                                "the blog's one run did not")
+    assert cells["runs finished"] == "2 of 3"
+    table = blog_verdict_table([cells], ds)
+    assert table.splitlines()[0].startswith("| experiment | dataset | runs finished |") and "no reproduction" in table
+    lone, lone_cells = against_blog("baseline", "base", [run(0.5)], ds, lr=0.2)
+    assert "verdict" not in lone and lone["lr"] == 0.2 and lone_cells["verdict"].startswith("not judged")
