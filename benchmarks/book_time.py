@@ -33,7 +33,8 @@ def load_timings(path: Path) -> dict:
                            "(it writes _build/timings.json), or pass the path of a timings.json.")
     try:
         timings = json.loads(path.read_text())
-        chapters = [{"chapter": str(c["chapter"]), "seconds": float(c["seconds"]), "ok": bool(c["ok"])}
+        chapters = [{"chapter": str(c["chapter"]), "seconds": float(c["seconds"]), "ok": bool(c["ok"]),
+                     "peak_rss_mb_after": float(c.get("peak_rss_mb_after", "nan"))}  # older files lack it
                     for c in timings["chapters"]]
         return {"profile": timings.get("profile", "?"), "chapters": chapters,
                 "total_seconds": float(timings["total_seconds"]), "peak_rss_mb": float(timings["peak_rss_mb"])}
@@ -55,6 +56,9 @@ def summarise(timings: dict) -> dict:
         "failed": [c["chapter"] for c in chapters if not c["ok"]],
         "all_ok": all(c["ok"] for c in chapters),
         "peak_rss_mb": timings["peak_rss_mb"],
+        # the first chapter after which the running peak had reached the build's peak: the one that set it
+        "peak_rss_chapter": next((c["chapter"] for c in chapters if c["peak_rss_mb_after"] >= timings["peak_rss_mb"]),
+                                 None),
     }
 
 
@@ -70,7 +74,8 @@ def print_table(timings: dict, summary: dict) -> None:
     print(f"{'total':<28} {total:9.1f}")
     met = "met" if summary["target_ratio"] <= 1 else "MISSED"
     print(f"\ntotal / 15-minute target: {summary['target_ratio']:.2f} ({met}); "
-          f"peak kernel RSS {summary['peak_rss_mb']:.0f} MiB")
+          f"peak kernel RSS {summary['peak_rss_mb']:.0f} MiB"
+          + (f", reached in {summary['peak_rss_chapter']}" if summary["peak_rss_chapter"] else ""))
     if summary["failed"]:
         print(f"failed chapters: {', '.join(summary['failed'])} (their times are not a full run)")
 

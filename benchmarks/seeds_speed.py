@@ -1,9 +1,15 @@
 """Seeds one at a time vs seeds trained together: the notebook's LeNet on MNIST (padded to 32).
 
-For each N, trains N seeds for a fixed number of training batches at batch 256, first one
-after another (``over_seeds(together=False)``), then stacked (``together=True``), and prints
-images/s per model. The equivalence check compares every seed's metrics between the two
-ways. The last line is one JSON object (for CI and the README's table).
+For each N, trains N seeds for a fixed number of training batches at batch 256 three ways:
+one after another in this process (``over_seeds(workers=1)``, the reference and the book's
+CPU default), in forked one-thread workers (``workers=lsuvlib.workers.balanced(N)``, opt-in)
+and stacked into one model (``together=True``, the CUDA default), and prints images/s per
+model. ``speedup`` and ``together_s`` in the JSON are the workers' (the faster way to train
+seeds side by side on a CPU);
+``stacked_*`` are the stacked model's. ``max_abs_diff`` is the largest per-seed metric
+difference from the reference (thread counts and kernel orders differ: float rounding,
+which 50 SGD steps at lr 0.1 amplify). The last line is one JSON object (for CI and the
+README's table).
 
     LSUV_DATA_DIR=/work/shared/datasets python benchmarks/seeds_speed.py            # N = 1, 5, 10
     LSUV_DATA_DIR=/work/shared/datasets python benchmarks/seeds_speed.py --quick    # CI: N = 1, 3
@@ -26,6 +32,62 @@ import torch  # noqa: E402
 
 import lsuvlib  # noqa: E402
 from lsuvlib.experiment import over_seeds  # noqa: E402
+from lsuvlib.batches import dataloaders  # noqa: E402
+from lsuvlib.workers import balanced, imap  # noqa: E402
+
+WAYS = ("one at a time", "workers", "stacked")
+
+
+def way_kwargs(way: str, n: int) -> dict:
+    return {"one at a time": dict(together=False, workers=1), "workers": dict(together=False, workers=balanced(n)),
+            "stacked": dict(together=True)}[way]
+
+
+def max_diff(a_runs, b_runs) -> float:
+    diff = 0.0
+    for a, b in zip(a_runs, b_runs):
+        for ra, rb in zip(a.history, b.history):
+            diff = max(diff, abs(ra["accuracy"] - rb["accuracy"]), abs(ra["loss"] - rb["loss"]))
+    return diff
+
+
+def bare_training(ds, seed: int) -> float:
+    """Seconds of one pass of SGD steps on a LeNet, nothing else (no LSUV, no evaluation, no fork)."""
+    lsuvlib.set_seed(seed)
+    model = lsuvlib.lenet().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batches = dataloaders(ds, 256, normalise=True, seed=seed, device="cpu").train
+    start = time.perf_counter()
+    for xb, yb in batches:
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        opt.zero_grad()
+    return time.perf_counter() - start
+
+
+def ceiling(n_images: int = 12800) -> dict:
+    """What the cores can give: two runs one after another on all threads vs at once, one thread each.
+
+    Measured on bare SGD steps over ``n_images`` (50 batches), timed inside each process, so
+    fork and set-up are left out: the workers' speedup on the same steps cannot beat it.
+    """
+    ds = lsuvlib.load_images("mnist").padded(32).subset(n_images, 256)
+    bare_training(ds, 0)  # warm-up
+    two_threads = bare_training(ds, 0) + bare_training(ds, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_thread = bare_training(ds, 0)
+    torch.set_num_threads(threads)
+    alone_each = [t for _, t in imap(lambda s: bare_training(ds, s), [0, 1], 2)]
+    at_once = max(alone_each)  # both started together; the pair is done when the slower is
+    out = dict(two_runs_on_all_threads_s=round(two_threads, 3), one_run_one_thread_s=round(one_thread, 3),
+               two_runs_at_once_s=round(at_once, 3), each_run_at_once_s=[round(t, 3) for t in alone_each],
+               ceiling=round(two_threads / at_once, 3), second_thread_gain=round(2 * one_thread / two_threads, 3))
+    print(f"ceiling: two runs on {threads} threads {two_threads:.2f} s; one run on 1 thread {one_thread:.2f} s; "
+          f"two runs at once, 1 thread each {at_once:.2f} s "
+          f"-> at most {out['ceiling']:.2f}x from workers; a 2nd thread gives {out['second_thread_gain']:.2f}x",
+          flush=True)
+    return out
 
 
 def run(ns, n_train, epochs, lsuv, threads, momentum):
@@ -38,29 +100,28 @@ def run(ns, n_train, epochs, lsuv, threads, momentum):
     # Warm-up: the first run in a process pays one-time costs (kernel selection, allocator) that
     # would otherwise be charged to whichever way is timed first.
     warm = dict(kw, ds=ds.subset(512, 256))
-    over_seeds([0, 1], together=False, **warm)
-    over_seeds([0, 1], together=True, **warm)
+    for way in WAYS:
+        over_seeds([0, 1], **way_kwargs(way, 2), **warm)
     rows = []
     for n in ns:
         seeds = list(range(n))
-        t = time.perf_counter()
-        seq = over_seeds(seeds, together=False, **kw)
-        seq_s = time.perf_counter() - t
-        t = time.perf_counter()
-        tog = over_seeds(seeds, together=True, **kw)
-        tog_s = time.perf_counter() - t
-        diff = 0.0
-        for a, b in zip(seq, tog):
-            for ra, rb in zip(a.history, b.history):
-                diff = max(diff, abs(ra["accuracy"] - rb["accuracy"]), abs(ra["loss"] - rb["loss"]))
-        row = dict(n=n, sequential_s=round(seq_s, 3), together_s=round(tog_s, 3),
-                   speedup=round(seq_s / tog_s, 3), max_abs_diff=diff,
-                   seq_images_per_s_per_model=round(images * n / seq_s / n, 1),
-                   together_images_per_s_per_model=round(images * n / tog_s / n, 1))
+        secs, runs = {}, {}
+        for way in WAYS:
+            t = time.perf_counter()
+            runs[way] = over_seeds(seeds, **way_kwargs(way, n), **kw)
+            secs[way] = time.perf_counter() - t
+        seq_s, work_s, stack_s = secs["one at a time"], secs["workers"], secs["stacked"]
+        row = dict(n=n, workers=balanced(n), sequential_s=round(seq_s, 3), together_s=round(work_s, 3),
+                   speedup=round(seq_s / work_s, 3), stacked_s=round(stack_s, 3),
+                   stacked_speedup=round(seq_s / stack_s, 3),
+                   max_abs_diff=max(max_diff(runs["one at a time"], runs[w]) for w in ("workers", "stacked")),
+                   seq_images_per_s_per_model=round(images / seq_s, 1),
+                   together_images_per_s_per_model=round(images / work_s, 1))
         rows.append(row)
-        print(f"N={n:3d}  one at a time {seq_s:7.2f} s  together {tog_s:7.2f} s  speedup {seq_s / tog_s:5.2f}x  "
-              f"images/s per model {row['seq_images_per_s_per_model']:.0f} -> "
-              f"{row['together_images_per_s_per_model']:.0f}  max |diff| {diff:.2e}", flush=True)
+        print(f"N={n:3d}  one at a time {seq_s:7.2f} s  {row['workers']} workers {work_s:7.2f} s "
+              f"({seq_s / work_s:4.2f}x)  stacked {stack_s:7.2f} s ({seq_s / stack_s:4.2f}x)  images/s per model "
+              f"{row['seq_images_per_s_per_model']:.0f} -> {row['together_images_per_s_per_model']:.0f}  "
+              f"max |diff| {row['max_abs_diff']:.2e}", flush=True)
     return rows
 
 
@@ -78,10 +139,12 @@ def main(argv=None):
     n_train = args.train or (1024 if args.quick else 12800)
     rows = run(ns, n_train, args.epochs, None if args.lsuv == "none" else args.lsuv, args.threads, args.momentum)
     last = dict(rows[-1])
+    last["ceiling"] = ceiling()
     last["rows"] = rows
     last["max_abs_diff"] = max(r["max_abs_diff"] for r in rows)
     last["threads"] = torch.get_num_threads()
     last["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    last["peak_worker_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     last["note"] = "wall-clock; noisy if other processes share the cores"
     print(json.dumps(last))
 

@@ -16,12 +16,13 @@ from .learner import EpochLR, Learner, final
 from .lsuv import LSUVCallback, LSUVReport, measure_activations
 from .runtime import default_device, progress_line, set_seed
 from .stats import summarise
+from .workers import imap, plan
 
 if TYPE_CHECKING:
     from .data import ImageSet
 
 # "auto" stacks the seeds on CUDA only: on the 2-core CPU measured (benchmarks/seeds_speed.py),
-# grouped convolutions were at best ~1.3x and often slower than one model at a time.
+# grouped convolutions were slower than one model at a time (see lsuvlib.workers for processes).
 AUTO_TOGETHER_ON = ("cuda",)
 
 
@@ -38,6 +39,7 @@ class Run:
     lsuv_report: LSUVReport | None = None
     after_training: list[dict] = field(default_factory=list)
     model: nn.Module | None = None
+    threads: int = 0  # torch's intra-op threads during training: float rounding depends on it
 
     @property
     def diverged(self) -> bool:
@@ -45,7 +47,8 @@ class Run:
         return self.stopped is not None
 
     def to_dict(self) -> dict:
-        return dict(seed=self.seed, history=self.history, seconds=self.seconds, stopped=self.stopped,
+        return dict(seed=self.seed, history=self.history, seconds=self.seconds, threads=self.threads,
+                    stopped=self.stopped,
                     lsuv_report=self.lsuv_report.to_records() if self.lsuv_report is not None else None,
                     activations_after_training=self.after_training)
 
@@ -77,7 +80,7 @@ def train(make_model: Callable[[], nn.Module], ds: "ImageSet", *, seed: int, epo
     seconds = time.perf_counter() - start
     after = measure_activations(model, dls.train.one_batch()[0])
     return Run(seed, learn.history, learn.batch_losses, seconds, learn.stopped, stats,
-               lsuv_cb.report if lsuv_cb else None, after, model)
+               lsuv_cb.report if lsuv_cb else None, after, model, torch.get_num_threads())
 
 
 def _lsuv_callback(lsuv: str | dict) -> LSUVCallback:
@@ -112,19 +115,25 @@ def _use_together(together: bool | str, n: int, device: str) -> bool:
     return together
 
 
-def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", record_stats: bool = False,
-               group_size: int = 10, label: str = "", **kwargs) -> list[Run]:
+def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", workers: int | str = "auto",
+               record_stats: bool = False, group_size: int = 10, label: str = "", **kwargs) -> list[Run]:
     """The same run once per seed: ``kwargs`` are :func:`train`'s (``make_model``, ``ds``, ``epochs``...).
 
     ``together=True`` trains the seeds as one stacked model (:mod:`lsuvlib.together`), in
     groups of at most ``group_size`` (bounds memory); each seed keeps its own initial
     weights, LSUV, batch order and momentum, so its run equals the one-at-a-time run to
     float rounding. ``together=False`` is the one-at-a-time reference path; ``"auto"``
-    (default) stacks on CUDA and runs one at a time on the CPU, where stacking measured no
-    faster (``AUTO_TOGETHER_ON``; benchmarks/seeds_speed.py re-measures it).
-    Only the first seed records activation statistics (for charts): it is trained on its
-    own through :func:`train`, so its statistics are exactly today's. Progress
-    ("k/N runs done, about M min left") goes to :func:`runtime.progress_line`.
+    (default) stacks on CUDA only, where it pays (``AUTO_TOGETHER_ON``).
+
+    When the seeds are not stacked, ``workers`` decides where they train: ``1`` one after
+    another in this process (the reference path), ``N > 1`` in N forked one-thread worker
+    processes (:mod:`lsuvlib.workers`, Linux CPU only), ``"auto"`` (default) takes N from
+    ``$LSUV_WORKERS`` and is 1 without it: on the 2-core CPU measured, workers did not make
+    the book's build faster. Each run is :func:`train` either way, so a seed's run in a
+    worker equals the same run in this process at the same thread count, and the runs come
+    back in seed order. benchmarks/seeds_speed.py measures all three paths.
+    Only the first seed records activation statistics (for charts). Progress ("k/N runs
+    done, about M min left") goes to :func:`runtime.progress_line`.
     """
     seeds = list(seeds)
     if not seeds:
@@ -160,6 +169,9 @@ def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", record_st
         left = (time.perf_counter() - start) / done * (len(seeds) - done)
         progress_line(f"{prefix}{done}/{len(seeds)} runs done, about {_minutes(left)} left")
 
+    n_workers = 1 if stack else plan(len(seeds), default_device(kwargs.get("device", "auto")), workers)
+    if n_workers > 1:
+        return _in_workers(seeds, n_workers, record_stats, report_progress, runs, kwargs)
     todo = seeds
     if record_stats or not stack:
         first = todo if not stack else todo[:1]
@@ -171,6 +183,25 @@ def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", record_st
         runs += _train_together(todo[g:g + group_size], **kwargs)
         report_progress()
     return runs
+
+
+def _in_workers(seeds, n_workers, record_stats, report_progress, runs, kwargs) -> list[Run]:
+    """:func:`train` once per seed in ``n_workers`` forked processes; ``runs`` fills as they finish."""
+    show_bar = kwargs.pop("progress", True)
+    first = seeds[0]
+    job = lambda s: train(seed=s, record_stats=record_stats and s == first, progress=False, **kwargs)  # noqa: E731
+    done = imap(job, seeds, n_workers)
+    if show_bar:  # one bar over the seeds: per-epoch bars from several processes would interleave
+        from fastprogress.fastprogress import progress_bar
+
+        done = progress_bar(done, total=len(seeds), leave=False)
+        done.comment = f"{n_workers} workers"
+    by_index: dict[int, Run] = {}
+    for i, run in done:
+        by_index[i] = run
+        runs.append(run)
+        report_progress()
+    return [by_index[i] for i in range(len(seeds))]
 
 
 def _minutes(seconds: float) -> str:
@@ -196,7 +227,7 @@ def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_s
         after = measure_activations(model, d.train.one_batch()[0])
         # seconds: the group's wall time shared equally, i.e. what this seed cost.
         runs.append(Run(s, res.history[i], res.batch_losses[i], res.seconds / len(seeds), res.stopped[i], None,
-                        report, after, model))
+                        report, after, model, torch.get_num_threads()))
     return runs
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     from .data import ImageSet
     from .results import Chapter
+    from .stats import Paired
 
 
 class Table(str):
@@ -116,6 +117,32 @@ def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
                  f"blog's number would be a plausible single run of *this* experiment on {ds.title}; it claims "
                  "no reproduction.")
     return Table(text)
+
+
+def test_and_interval_disagree(items: Sequence[tuple[str, "Paired", str]], unit: float = 100.0) -> str:
+    """Sentences for claims the sign-flip test decided while the t-based interval still includes 0.
+
+    ``items``: ``(claim, paired, verdict)`` for ordering claims; only verdicts "holds" and
+    "reversed" are looked at. The two disagree when the differences are far from normal (one
+    seed far from the rest widens the t-interval; the sign-flip test does not assume
+    normality). Each sentence gives the computed reason; "" when no claim disagrees.
+    ``unit`` converts differences to the page's points (100 for accuracies).
+    """
+    out = []
+    for claim, p, verdict in items:
+        if verdict not in ("holds", "reversed") or not (p.ci_low <= 0 <= p.ci_high):
+            continue
+        diffs = [d * unit for d in p.diffs]
+        i = max(range(len(diffs)), key=lambda k: abs(diffs[k]))
+        rest = sorted(abs(d) for k, d in enumerate(diffs) if k != i)
+        median = rest[len(rest) // 2] if len(rest) % 2 else (rest[len(rest) // 2 - 1] + rest[len(rest) // 2]) / 2
+        far = f", {abs(diffs[i]) / median:.0f} times the median size of the others" if median > 0 else ""
+        out.append(f"For {claim} the verdict is the sign-flip test's, although the t-based 95% interval "
+                   f"({p.ci_low * unit:+.2f} to {p.ci_high * unit:+.2f} points) includes 0: the largest difference "
+                   f"({diffs[i]:+.2f} points, seed {p.seeds[i]}{far}) widens an interval that assumes normally "
+                   "distributed differences, while the sign-flip test assumes only that with no effect each "
+                   "difference is as likely positive as negative.")
+    return " ".join(out)
 
 
 # ----------------------------------------------------------------------------- the parameters table

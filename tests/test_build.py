@@ -279,6 +279,8 @@ def test_timings_json(built):
     assert all(isinstance(c["seconds"], float) for c in timings["chapters"])
     assert isinstance(timings["total_seconds"], float)
     assert timings["peak_rss_mb"] > 0
+    after = [c["peak_rss_mb_after"] for c in timings["chapters"]]  # a running peak: never falls, ends at the peak
+    assert after == sorted(after) and after[-1] <= timings["peak_rss_mb"] and after[-1] > 0
 
 
 @slow

@@ -114,3 +114,20 @@ def test_against_blog_judges_finished_runs_and_counts_diverged_ones():
     assert table.splitlines()[0].startswith("| experiment | dataset | runs finished |") and "no reproduction" in table
     lone, lone_cells = against_blog("baseline", "base", [run(0.5)], ds, lr=0.2)
     assert "verdict" not in lone and lone["lr"] == 0.2 and lone_cells["verdict"].startswith("not judged")
+
+
+def test_a_decided_claim_whose_t_interval_includes_zero_is_explained_with_its_outlier():
+    from lsuvlib.stats import paired
+
+    base = {s: 0.90 for s in range(10)}
+    outlier = {s: 0.90 + d / 100 for s, d in enumerate([-0.29, 0.26, 0.29, 8.53, 0.35, 0.86, 0.42, 0.14, 0.53, 0.38])}
+    p = paired(outlier, base)
+    assert p.ci_low < 0 < p.ci_high and p.p_value < 0.05  # the two disagree on these numbers
+    text = page.test_and_interval_disagree([("a > b", p, "holds")])
+    assert text.startswith("For a > b the verdict is the sign-flip test's")
+    assert "(-0.72 to +3.01 points) includes 0" in text
+    assert "(+8.53 points, seed 3, 24 times the median size of the others)" in text
+    # nothing to explain: an open claim, or a decided one whose interval excludes 0
+    assert page.test_and_interval_disagree([("a > b", p, "not resolved")]) == ""
+    clear = paired({s: 0.9 + 0.01 * (1 + s % 3) for s in range(10)}, base)
+    assert clear.ci_low > 0 and page.test_and_interval_disagree([("c > b", clear, "holds")]) == ""

@@ -408,6 +408,7 @@ class ChapterResult:
     error: str = ""
     failed_notebook: Path | None = None  # the papermill error notebook, kept for reading
     set_aside: list[Path] = field(default_factory=list)  # earlier outputs moved to OUT/stale/
+    peak_rss_mb: float = 0.0  # the kernels' peak RSS so far, read when this chapter ended: finds the chapter that set it
 
 
 def kernel_for(notebook: Path, override: str | None) -> str:
@@ -510,7 +511,8 @@ def execute_chapter(source: Path, dest: Path, params: dict, kernel: str | None, 
     """
     stem = source.stem
     if not source.is_file():
-        return ChapterResult(stem, 0.0, False, f"notebook not found: {source} (listed in _quarto.yml)")
+        return ChapterResult(stem, 0.0, False, f"notebook not found: {source} (listed in _quarto.yml)",
+                             peak_rss_mb=peak_child_rss_mb())
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as dest, so os.replace is atomic and readers never see half a notebook.
     tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.tmp.ipynb")
@@ -535,7 +537,7 @@ def execute_chapter(source: Path, dest: Path, params: dict, kernel: str | None, 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return ChapterResult(stem, seconds, not error, error, failed)
+    return ChapterResult(stem, seconds, not error, error, failed, peak_rss_mb=peak_child_rss_mb())
 
 
 def run_papermill(source: Path, output: Path, params: dict, kernel: str | None, kernel_manager_class=None) -> str:
@@ -723,7 +725,8 @@ def write_atomic(path: Path, text: str) -> None:
 def write_timings(path: Path, profile: str, results: list[ChapterResult], total: float) -> dict:
     timings = {
         "profile": profile,
-        "chapters": [{"chapter": r.stem, "seconds": round(r.seconds, 3), "ok": r.ok} for r in results],
+        "chapters": [{"chapter": r.stem, "seconds": round(r.seconds, 3), "ok": r.ok,
+                      "peak_rss_mb_after": round(r.peak_rss_mb, 1)} for r in results],
         "total_seconds": round(total, 3),
         "peak_rss_mb": round(peak_child_rss_mb(), 1),
     }
