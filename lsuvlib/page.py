@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -134,15 +135,16 @@ def test_and_interval_disagree(items: Sequence[tuple[str, "Paired", str]], unit:
             continue
         diffs = [d * unit for d in p.diffs]
         i = max(range(len(diffs)), key=lambda k: abs(diffs[k]))
-        rest = sorted(abs(d) for k, d in enumerate(diffs) if k != i)
-        median = rest[len(rest) // 2] if len(rest) % 2 else (rest[len(rest) // 2 - 1] + rest[len(rest) // 2]) / 2
+        median = statistics.median(abs(d) for k, d in enumerate(diffs) if k != i) if len(diffs) > 1 else 0.0
         far = f", {abs(diffs[i]) / median:.0f} times the median size of the others" if median > 0 else ""
-        out.append(f"For {claim} the verdict is the sign-flip test's, although the t-based 95% interval "
-                   f"({p.ci_low * unit:+.2f} to {p.ci_high * unit:+.2f} points) includes 0: the largest difference "
-                   f"({diffs[i]:+.2f} points, seed {p.seeds[i]}{far}) widens an interval that assumes normally "
-                   "distributed differences, while the sign-flip test assumes only that with no effect each "
-                   "difference is as likely positive as negative.")
-    return " ".join(out)
+        out.append(f"{claim} (interval {p.ci_low * unit:+.2f} to {p.ci_high * unit:+.2f} points; largest difference "
+                   f"{diffs[i]:+.2f} points, seed {p.seeds[i]}{far})")
+    if not out:
+        return ""
+    return ("For " + ("this claim" if len(out) == 1 else "these claims") + " the verdict is the sign-flip test's, "
+            "although the t-based 95% interval includes 0: " + "; ".join(out) + ". The largest difference widens "
+            "an interval that assumes normally distributed differences, while the sign-flip test assumes only "
+            "that with no effect each difference is as likely positive as negative.")
 
 
 # ----------------------------------------------------------------------------- the parameters table

@@ -124,9 +124,11 @@ def test_a_decided_claim_whose_t_interval_includes_zero_is_explained_with_its_ou
     p = paired(outlier, base)
     assert p.ci_low < 0 < p.ci_high and p.p_value < 0.05  # the two disagree on these numbers
     text = page.test_and_interval_disagree([("a > b", p, "holds")])
-    assert text.startswith("For a > b the verdict is the sign-flip test's")
-    assert "(-0.72 to +3.01 points) includes 0" in text
-    assert "(+8.53 points, seed 3, 24 times the median size of the others)" in text
+    assert text.startswith("For this claim the verdict is the sign-flip test's, although the t-based 95% interval "
+                           "includes 0: a > b (interval -0.72 to +3.01 points; largest difference +8.53 points, "
+                           "seed 3, 24 times the median size of the others).")
+    two = page.test_and_interval_disagree([("a > b", p, "holds"), ("a > c", p, "reversed")])
+    assert two.startswith("For these claims") and "; a > c (interval" in two
     # nothing to explain: an open claim, or a decided one whose interval excludes 0
     assert page.test_and_interval_disagree([("a > b", p, "not resolved")]) == ""
     clear = paired({s: 0.9 + 0.01 * (1 + s % 3) for s in range(10)}, base)
