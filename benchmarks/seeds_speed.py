@@ -35,6 +35,9 @@ from lsuvlib.experiment import over_seeds  # noqa: E402
 from lsuvlib.batches import dataloaders  # noqa: E402
 from lsuvlib.workers import balanced, imap  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_speed import train_steps  # noqa: E402  (the bare loop epoch_speed's floor times)
+
 WAYS = ("one at a time", "workers", "stacked")
 
 
@@ -58,10 +61,7 @@ def bare_training(ds, seed: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     batches = dataloaders(ds, 256, normalise=True, seed=seed, device="cpu").train
     start = time.perf_counter()
-    for xb, yb in batches:
-        torch.nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        opt.zero_grad()
+    train_steps(model, opt, batches)
     return time.perf_counter() - start
 
 

@@ -121,12 +121,12 @@ def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
 
 
 def test_and_interval_disagree(items: Sequence[tuple[str, "Paired", str]], unit: float = 100.0) -> str:
-    """Sentences for claims the sign-flip test decided while the t-based interval still includes 0.
+    """One paragraph on the claims the sign-flip test decided while the t-based interval still includes 0.
 
     ``items``: ``(claim, paired, verdict)`` for ordering claims; only verdicts "holds" and
     "reversed" are looked at. The two disagree when the differences are far from normal (one
     seed far from the rest widens the t-interval; the sign-flip test does not assume
-    normality). Each sentence gives the computed reason; "" when no claim disagrees.
+    normality). Each claim gets its interval and its largest difference; "" when none disagrees.
     ``unit`` converts differences to the page's points (100 for accuracies).
     """
     out = []

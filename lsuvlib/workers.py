@@ -18,7 +18,7 @@ import signal
 import sys
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -43,7 +43,7 @@ def plan(n_runs: int, device: torch.device, workers: int | str = "auto") -> int:
     """
     if isinstance(workers, bool) or not (workers == "auto" or isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be 'auto' or a positive int, got {workers!r}")
-    possible = device.type == "cpu" and sys.platform.startswith("linux") and "fork" in _start_methods()
+    possible = device.type == "cpu" and sys.platform.startswith("linux") and "fork" in get_all_start_methods()
     if workers == "auto":
         return min(_env_workers() or 1, n_runs) if possible else 1
     if workers > 1 and not possible:
@@ -59,12 +59,6 @@ def balanced(n_runs: int, n_cores: int | None = None) -> int:
     """
     c = n_cores or cores()
     return max(1, min(n_runs, c if n_runs % c == 0 else c + 1))
-
-
-def _start_methods() -> list[str]:
-    from multiprocessing import get_all_start_methods
-
-    return get_all_start_methods()
 
 
 def _env_workers() -> int | None:
