@@ -136,13 +136,10 @@ def imap(job: Callable, items: Sequence, n_workers: int) -> Iterator[tuple[int, 
 
 
 def _stop(ex: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and end the workers now (the executor would let them finish)."""
+    """End the workers now (the executor would let running jobs finish) and reap them before returning."""
     # Python 3.14 has ex.terminate_workers(); before it, the process table is the only handle.
-    procs = list((getattr(ex, "_processes", None) or {}).values())
-    ex.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=5)
-
+    for p in list((getattr(ex, "_processes", None) or {}).values()):
+        p.terminate()
+    # The executor's own thread reaps the workers; waiting for it (not joining them here as well,
+    # which races that thread's waitpid) means no worker is left unreaped or half-reaped on return.
+    ex.shutdown(wait=True, cancel_futures=True)

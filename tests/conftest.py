@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import signal
 import struct
 import tempfile
 from dataclasses import replace
@@ -204,3 +205,9 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection",
                         lambda address, *a, **k: (_ for _ in ()).throw(
                             AssertionError(f"test tried to open a network connection to {address!r}")))
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a subprocess a test interrupts: a suite started with SIGINT ignored
+    (``nohup``, many CI runners) would otherwise pass that on, and the test's Ctrl-C would go unseen."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -24,6 +24,7 @@ TOOLS = ROOT / "tools"
 sys.path.insert(0, str(TOOLS))
 
 import build_book  # noqa: E402
+from conftest import default_sigint  # noqa: E402
 from build_book import Entry, ParamLayer  # noqa: E402
 
 HAVE_CHROMIUM = Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()
@@ -698,6 +699,7 @@ def test_interrupted_build_keeps_finished_outputs_and_leaves_no_temporaries(prov
         [sys.executable, str(TOOLS / "build_book.py"), "--root", str(root), "--out", str(copy), "--no-render",
          "--chapter", "2", "--chapter", "3", "-p", "sleep", "60"],
         cwd=tmp_path, env=env_without_quarto(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )
     lines = []
     for line in proc.stdout:  # wait until chapter 3's kernel is busy

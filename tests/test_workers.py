@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import toy_imageset, toy_model
+from conftest import default_sigint, toy_imageset, toy_model
 from lsuvlib import workers
 from lsuvlib.experiment import over_seeds
 from lsuvlib.models import lenet
@@ -222,7 +222,8 @@ def test_workers_end_when_the_parent_is_interrupted_or_killed(tmp_path, how):
     pids = tmp_path / "pids.txt"
     script = tmp_path / "parent.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(pids)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(script), str(pids)], stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
         time.sleep(0.1)
@@ -236,3 +237,16 @@ def test_workers_end_when_the_parent_is_interrupted_or_killed(tmp_path, how):
     assert all(_gone(p) for p in children), "a worker outlived its parent"
     if how == "interrupt":
         assert b"KeyboardInterrupt" in proc.stderr.read()
+
+
+@needs_fork
+def test_the_interrupt_tests_pass_when_the_suite_was_started_with_sigint_ignored():
+    """nohup and many CI runners start the suite with SIGINT ignored, which children inherit."""
+    import signal
+    import subprocess
+
+    code = ("import signal, subprocess, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "sys.exit(subprocess.call([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', "
+            f"{__file__!r} + '::test_workers_end_when_the_parent_is_interrupted_or_killed[interrupt]']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
