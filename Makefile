@@ -9,12 +9,15 @@ LSUV_DATA_DIR := $(wildcard $(CURDIR)/../shared/datasets)
 endif
 export LSUV_DATA_DIR
 BUILD_ARGS ?=
+# Quarto renders the site; when none is on PATH, setup installs one here (ignored by git).
+QUARTO_HOME := $(CURDIR)/.quarto-cli
 
 .PHONY: setup system book test bench clean
 
 setup:
 	$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PYTHON) -m pip install $(TORCH_PKGS)
 	$(PYTHON) -m pip install -e '.[book,test]'
+	@command -v quarto >/dev/null 2>&1 || [ -x $(QUARTO_HOME)/bin/quarto ] || tools/install_quarto.sh $(QUARTO_HOME)
 
 # Debian/Ubuntu, as root: the Fashion-MNIST mirror and the browser the site tests use.
 system:
@@ -34,4 +37,4 @@ bench: setup
 	$(PYTHON) benchmarks/book_time.py
 
 clean:
-	rm -rf _build
+	rm -rf _build .quarto-cli

@@ -11,7 +11,7 @@ and ``runtime`` (device, seeds, versions).
 __version__ = "0.1.0"
 
 from . import charts  # noqa: F401  (chapters call L.charts.*)
-from . import page  # noqa: F401  (chapters call L.page.*)
+from . import page, results  # noqa: F401  (chapters call L.page.* and L.results.*)
 from .activations import ActivationStats
 from .batches import Batches, DataLoaders, batch_moments, dataloaders
 from .data import DataConfigError, DataError, DataWarning, ImageSet, best_available, load_images, prepare

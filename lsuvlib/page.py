@@ -5,13 +5,11 @@ return or display Markdown. Results I/O lives in :mod:`lsuvlib.results`.
 """
 from __future__ import annotations
 
-import ast
 import math
 import re
 import statistics
 import sys
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -150,62 +148,13 @@ def test_and_interval_disagree(items: Sequence[tuple[str, "Paired", str]], unit:
 # ----------------------------------------------------------------------------- the parameters table
 
 
-def chapter_defaults(chapter: str, root: Path | None = None) -> dict | None:
-    """The values in ``chapters/<chapter>.ipynb``'s ``parameters`` cell, or None without that notebook."""
-    import nbformat
-
-    from .results import project_root
-
-    root = root or project_root()
-    path = root / "chapters" / f"{chapter}.ipynb" if root else None
-    if path is None or not path.is_file():
-        return None
-    cells = [c for c in nbformat.read(path, as_version=4).cells
-             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    if not cells:
-        return None
-    defaults = {}
-    try:
-        tree = ast.parse(cells[0].source)
-    except SyntaxError:
-        return None
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
-            node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
-        if isinstance(target, ast.Name):
-            try:
-                defaults[target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass  # not a literal: nothing to compare against
-    return defaults
-
-
-def changed_parameters(params: dict, defaults: dict | None) -> list[tuple[str, object, object]]:
-    """(name, value, default) for every value that differs from its default."""
-    if not defaults:
-        return []
-    return [(k, v, defaults[k]) for k, v in params.items()
-            if k in defaults and (v != defaults[k] or isinstance(v, bool) != isinstance(defaults[k], bool))]
-
-
-def non_default_line(changes: list[tuple[str, object, object]]) -> str:
-    """One sentence naming each changed value and its default ("" when nothing changed)."""
-    if not changes:
-        return ""
-    named = ", ".join(f"`{k} = {v!r}` (default `{d!r}`)" for k, v, d in changes)
-    return f"**Built with non-default parameters:** {named}; the chapter's defaults run the full experiment."
-
-
 def show_setup(chapter: "Chapter") -> None:
-    """The parameters table, one line above it when values differ from the chapter's defaults, and versions."""
+    """The chapter's parameters as a table, and what it ran on."""
     from .runtime import versions
 
-    line = non_default_line(changed_parameters(chapter.params, chapter_defaults(chapter.chapter)))
-    rows = [dict(parameter=k, value=repr(v)) for k, v in chapter.params.items()]
     v = versions()
-    show_markdown((line + "\n\n" if line else "") + markdown_table(rows)
-                  + f"\n\nRan on {chapter.device} with Python {v['python']}, "
-                  f"torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
+    show_markdown(markdown_table([dict(parameter=k, value=repr(v)) for k, v in chapter.params.items()])
+                  + f"\n\nRan on {chapter.device} with Python {v['python']}, torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
 
 
 # ----------------------------------------------------------------------------- page setup
@@ -213,9 +162,9 @@ def show_setup(chapter: "Chapter") -> None:
 
 def _without_paths(text: str) -> str:
     """Drop the build machine's folders from a message (a reader needs the file name at most)."""
-    from .results import project_root
+    from .results import find_project
 
-    root = project_root()
+    root = find_project()
     if root:
         text = text.replace(str(root) + "/", "")
     return re.sub(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)", r"\1", text)

@@ -1,224 +1,182 @@
 #!/usr/bin/env python3
-"""Check the offline edition in headless Chromium, as a reader would see it.
+"""Check the rendered Quarto site in headless Chromium, served over HTTP as a reader's browser gets it.
 
-    python tools/check_site.py SITE_DIR
+    python tools/check_site.py SITE_DIR [--screenshots DIR]
 
-Opens every SITE_DIR/*.html page and checks that it paints something (the
-screenshot is not blank), that every image decoded, that every navigation link
-leads to a page with a non-empty <h1>, that nothing is fetched from the
-network, and that the page can be cited: a citation block and Google Scholar
-`citation_*` meta tags (title, author, publication date; on chapter pages also
-the book's title). Every chapter page (SITE_DIR/chapters/*.html) must link its
-executed and its source notebook, and both files must exist.
-Screenshots go to SITE_DIR/../screenshots/. Exit 1 on problems.
+Every page of the sidebar must have a title, figures that load with alt text and a caption, no
+Python reprs in its tables or prose, no code of a cell its notebook hides, no raw reStructuredText,
+no word broken inside a table cell at 1280 px, no JavaScript console errors, working internal
+links, and a citation block. Every chapter page must also state how long its run took and link its
+executed and source notebooks, which must exist. Search must find every page's title.
+Exit 1 when a problem is found, listing each.
 """
-
 from __future__ import annotations
 
-import io
+import argparse
+import functools
+import json
+import re
 import sys
-import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-import numpy as np
-from PIL import Image
+import nbformat
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-)
-MIN_SCREENSHOT_STD = 2.0  # grey levels; a blank page has ~0
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--window-size=1280,1000",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+REPR = re.compile(r"\{'\w+': |\[\{'|<lsuvlib\.|\bnan\b|\bNone\b(?! of)|0\.00%|\bLSUV_[A-Z_]+\b")
+RST = re.compile(r":(math|func|class|meth|mod|attr):`|``\w")
 
-# Collected in the page itself once it has loaded.
-PAGE_PROBE = """
-const external = u => /^(https?:)?\\/\\//i.test(u || '');
-const h1 = document.querySelector('h1');
+# Gathered in the page once it has loaded.
+PROBE = r"""
+const main = document.querySelector('main') || document.body;
+const text = e => (e ? e.textContent : '').replace(/\s+/g, ' ').trim();
+const brokenWords = [];
+for (const cell of main.querySelectorAll('table td, table th')) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    for (const m of node.textContent.matchAll(/[^\s\-\u2013\u2014\/]+/g)) {  // a break at a hyphen is fine
+      const r = document.createRange();
+      r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+      const tops = new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top)));
+      if (tops.size > 1) brokenWords.push(m[0]);
+    }
+  }
+}
 return {
-  h1: h1 ? h1.textContent.replace('¶', '').trim() : '',
-  images: Array.from(document.images).map(i => ({src: (i.getAttribute('src') || '').slice(0, 50),
-                                                   ok: i.complete && i.naturalWidth > 0})),
-  nav: Array.from(document.querySelectorAll('nav a[href]')).map(a => a.getAttribute('href')),
-  external: Array.from(document.querySelectorAll('script[src], link[href]'))
-                 .map(e => e.getAttribute('src') || e.getAttribute('href')).filter(external),
-  requests: performance.getEntriesByType('resource').map(e => e.name)
-                 .filter(u => !/^(file|data|blob|about):/.test(u)),
-  citation: ((document.querySelector('#book-citation .book-citation-text') || {}).textContent || '').trim(),
-  meta: Array.from(document.querySelectorAll('meta[name^="citation_"]'))
-             .map(m => [m.getAttribute('name'), m.getAttribute('content') || '']),
-  notebooks: Array.from(document.querySelectorAll('a.notebook-executed, a.notebook-source'))
-                  .map(a => [a.classList.contains('notebook-executed') ? 'executed' : 'source',
-                             a.getAttribute('href')]),
+  title: text(document.querySelector('h1.title, h1')),
+  images: Array.from(main.querySelectorAll('img')).filter(i => !i.closest('.callout-icon')).map(i => ({
+    src: (i.getAttribute('src') || '').slice(0, 60), ok: i.complete && i.naturalWidth > 0,
+    alt: (i.getAttribute('alt') || '').trim(), caption: text(i.closest('figure')?.querySelector('figcaption'))})),
+  tables: Array.from(main.querySelectorAll('table')).map(t => text(t)),
+  prose: Array.from(main.querySelectorAll('p, li')).filter(e => !e.closest('pre, code, .sourceCode, table'))
+             .map(e => text(e)),
+  body: text(main),
+  links: Array.from(main.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))
+             .filter(h => !/^(#|https?:|mailto:)/.test(h)),
+  notebooks: Array.from(document.querySelectorAll('.quarto-code-links a')).map(a => a.getAttribute('href')),
+  runTime: Array.from(document.querySelectorAll('.callout .callout-title-container')).map(text).join(' | '),
+  citation: text(document.querySelector('#book-citation')),
+  brokenWords,
 };
 """
-# Meta tags every page needs so reference managers and Google Scholar can cite it.
-REQUIRED_META = ("citation_title", "citation_author", "citation_publication_date")
-CHAPTER_DIR = "chapters/"  # pages made from chapter notebooks (Quarto's layout)
 
 
-@dataclass
-class PageReport:
-    name: str
-    title: str = ""
-    images: int = 0
-    problems: list[str] = field(default_factory=list)
+def serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
+    handler = functools.partial(type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}),
+                                directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/"
 
 
-@contextmanager
-def chromium():
-    """A headless Chromium driven through Debian's chromedriver (nothing downloaded)."""
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).exists():
-            raise RuntimeError(f"{binary} not found: install Debian's chromium and chromium-driver packages")
-    with tempfile.TemporaryDirectory(prefix="check-site-profile-") as profile:
-        options = Options()
-        options.binary_location = CHROMIUM
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+def browser() -> webdriver.Chrome:
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={Path(__import__('tempfile').mkdtemp(prefix='chromium-'))}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def screenshot_is_blank(png: bytes) -> bool:
-    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
-    return grey.std() < MIN_SCREENSHOT_STD
+def hidden_code(notebook: Path) -> list[str]:
+    """Lines of code that the notebook hides from its page (`#| echo: false`, `#| include: false`, remove tags)."""
+    lines = []
+    for cell in nbformat.read(notebook, 4).cells:
+        options = cell.source if cell.cell_type == "code" else ""
+        tags = set(cell.metadata.get("tags", []))
+        if re.search(r"^#\|\s*(echo|include):\s*false", options, re.M) or tags & {"remove-cell", "remove-input"}:
+            lines += [ln.strip() for ln in cell.source.splitlines()
+                      if len(ln.strip()) >= 20 and not ln.lstrip().startswith("#")]
+    return lines
 
 
-def local_target(page: Path, href: str) -> Path | None:
-    """The file a relative link points to, or None for in-page and external links."""
-    parts = urlsplit(href)
-    if parts.scheme or parts.netloc or not parts.path:
-        return None
-    target = (page.parent / unquote(parts.path)).resolve()
-    return target / "index.html" if target.is_dir() else target
+def pages(site: Path) -> list[str]:
+    """The index and every page the sidebar links, as paths inside the site."""
+    found = re.findall(r'<a href="\./([^"#]+\.html)" class="sidebar-item-text', (site / "index.html").read_text())
+    return ["index.html", *dict.fromkeys(p for p in found if p != "index.html")]
 
 
-def probe(driver, page: Path) -> dict:
-    driver.get(page.resolve().as_uri())  # returns after the load event
-    return driver.execute_script(PAGE_PROBE)
-
-
-def check_page(driver, page: Path, site: Path, shots: Path) -> tuple[PageReport, set[Path]]:
-    """Check one page; also return the local files its navigation links to."""
-    report = PageReport(page.relative_to(site).as_posix())
-    info = probe(driver, page)
-    report.title, report.images = info["h1"], len(info["images"])
-    png = driver.get_screenshot_as_png()
-    (shots / f"{report.name.removesuffix('.html').replace('/', '_')}.png").write_bytes(png)
-    if screenshot_is_blank(png):
-        report.problems.append("screenshot is blank")
-    if not info["h1"]:
-        report.problems.append("no <h1> text")
-    report.problems += [f"image did not load: {img['src']}..." for img in info["images"] if not img["ok"]]
-    report.problems += [f"external resource reference: {url}" for url in info["external"]]
-    report.problems += [f"network request: {url}" for url in info["requests"]]
-    report.problems += citation_problems(info, is_chapter=report.name.startswith(CHAPTER_DIR))
-    report.problems += notebook_problems(page, info, is_chapter=report.name.startswith(CHAPTER_DIR))
-    targets = set()
-    for href in info["nav"]:
-        target = local_target(page, href)
-        if target is None:
-            continue
-        if target.is_file():
-            targets.add(target)
-        else:
-            report.problems.append(f"navigation link to a missing file: {href}")
-    return report, targets
-
-
-def citation_problems(info: dict, is_chapter: bool) -> list[str]:
-    """What keeps the page from being cited: no citation block, or missing meta tags."""
-    problems = [] if info["citation"] else ["no citation block (#book-citation .book-citation-text)"]
-    present = {name for name, content in info["meta"] if content.strip()}
-    required = REQUIRED_META + (("citation_inbook_title",) if is_chapter else ())
-    problems += [f"no <meta name={name!r}> tag" for name in required if name not in present]
+def check_page(driver, base: str, site: Path, page: str) -> list[str]:
+    driver.get(base + page)
+    got = driver.execute_script(PROBE)
+    problems = [f"console: {e['message'][:160]}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    if not got["title"]:
+        problems.append("no title")
+    for img in got["images"]:
+        for ok, what in ((img["ok"], "does not load"), (img["alt"], "has no alt text"),
+                         (img["caption"], "has no caption")):
+            if not ok:
+                problems.append(f"figure {img['src']} {what}")
+    for where, texts in (("table", got["tables"]), ("prose", got["prose"])):
+        for t in texts:
+            if m := REPR.search(t):
+                problems.append(f"Python value in {where}: {t[max(0, m.start() - 40):m.end() + 40]!r}")
+    if m := RST.search(got["body"]):
+        problems.append(f"raw reStructuredText: {got['body'][max(0, m.start() - 30):m.end() + 30]!r}")
+    problems += [f"word broken inside a table cell: {w!r}" for w in got["brokenWords"][:5]]
+    folder = (site / page).parent
+    problems += [f"link to a missing file: {h}" for h in got["links"] if not (folder / h.split("#")[0]).exists()]
+    if not got["citation"]:
+        problems.append("no citation block")
+    notebook = site / page.replace(".html", ".ipynb")
+    if page.startswith("chapters/"):
+        if len(got["notebooks"]) != 2:
+            problems.append(f"links {len(got['notebooks'])} notebooks, not the executed and the source one "
+                            "(not built?)")
+        local = [site / h[len(base):] if h.startswith(base) else folder / h for h in got["notebooks"]]
+        problems += [f"notebook link to a missing file: {h}" for h in local if not h.is_file()]
+        if "How this page was made" not in got["runTime"]:
+            problems.append("does not say how long its run took")
+    if notebook.is_file():
+        problems += [f"hidden code shown: {line[:80]!r}" for line in hidden_code(notebook) if line in got["body"]]
     return problems
 
 
-def notebook_problems(page: Path, info: dict, is_chapter: bool) -> list[str]:
-    """A chapter page must link its executed and its source notebook, and both must exist."""
-    if not is_chapter:
-        return []
-    links = dict(info["notebooks"])
-    problems = [f"no link to the {kind} notebook" for kind in ("executed", "source") if not links.get(kind)]
-    for kind, href in links.items():
-        target = local_target(page, href)
-        if target is None or not target.is_file():
-            problems.append(f"{kind} notebook link to a missing file: {href}")
-    return problems
-
-
-def check_pages(site_dir: Path) -> list[PageReport]:
-    """Check every page in the site, then any other page the navigation links to."""
-    site = Path(site_dir).resolve()
-    pages = sorted(site.rglob("*.html"))
-    if not pages:
-        return [PageReport(str(site), problems=["no *.html pages"])]
-    shots = site.parent / "screenshots"
-    shots.mkdir(exist_ok=True)
-    reports, linked = [], set()
-    with chromium() as driver:
-        for page in pages:
-            report, targets = check_page(driver, page, site, shots)
-            reports.append(report)
-            linked |= targets
-        for target in sorted(linked - set(pages)):
-            info = probe(driver, target)
-            name = target.relative_to(site).as_posix() if target.is_relative_to(site) else str(target)
-            report = PageReport(name, info["h1"], len(info["images"]))
-            if not info["h1"]:
-                report.problems.append("linked from the navigation but has no <h1> text")
-            report.problems += [f"external resource reference: {url}" for url in info["external"]]
-            reports.append(report)
-    return reports
-
-
-def check_site(site_dir) -> list[str]:
-    """Problems found in the site, as 'page: problem' lines; empty when all is well."""
-    return [f"{r.name}: {problem}" for r in check_pages(Path(site_dir)) for problem in r.problems]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python tools/check_site.py SITE_DIR", file=sys.stderr)
-        return 2
-    site = Path(args[0])
-    if not site.is_dir():
-        print(f"error: {site} is not a folder (build it with python tools/build_book.py)", file=sys.stderr)
-        return 2
+def check_site(site: Path, screenshots: Path | None = None) -> list[str]:
+    server, base = serve(site)
+    driver = browser()
+    problems = []
     try:
-        reports = check_pages(site)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        titles = {}
+        for page in pages(site):
+            for problem in check_page(driver, base, site, page):
+                problems.append(f"{page}: {problem}")
+            titles[page] = driver.execute_script("return (document.querySelector('h1 .chapter-title, h1') || {}).textContent")
+            if screenshots:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                height = driver.execute_script("return document.documentElement.scrollHeight")
+                driver.set_window_size(1280, min(height, 16000))
+                driver.save_screenshot(str(screenshots / page.replace("/", "_").replace(".html", ".png")))
+                driver.set_window_size(1280, 1000)
+        index = json.loads(driver.execute_script(
+            "const r = new XMLHttpRequest(); r.open('GET', '/search.json', false); r.send(); return r.responseText;"))
+        indexed = " ".join(e.get("title", "") for e in index)
+        problems += [f"{page}: search does not find its title {t!r}" for page, t in titles.items()
+                     if t and t.strip() not in indexed]
+    finally:
+        driver.quit()
+        server.shutdown()
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("site", type=Path, help="the rendered site, e.g. _build/site")
+    parser.add_argument("--screenshots", type=Path, help="save a full-page screenshot of every page here")
+    args = parser.parse_args(argv)
+    if not (args.site / "index.html").is_file():
+        print(f"error: {args.site} has no index.html (build it with `make book`)", file=sys.stderr)
         return 2
-    for report in reports:
-        status = "ok  " if not report.problems else "FAIL"
-        print(f"{status} {report.name}: {report.title!r}, {report.images} image(s)")
-        for problem in report.problems:
-            print(f"       - {problem}")
-    failed = sum(bool(r.problems) for r in reports)
-    print(
-        f"{len(reports) - failed} of {len(reports)} page(s) ok; screenshots in {site.resolve().parent / 'screenshots'}"
-    )
-    return 1 if failed else 0
+    problems = check_site(args.site, args.screenshots)
+    print("\n".join(problems) or f"{len(pages(args.site))} pages checked: no problems.")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
