@@ -458,7 +458,7 @@ def test_real_quarto_yml_has_the_book_order():
         ("index.md", "chapters"),
         ("chapters/01-motivation.ipynb", "chapters"),
     ]
-    assert [e.stem for e in entries if e.section == "appendices"] == ["reference"]
+    assert [e.stem for e in entries if e.section == "appendices"] == ["reading-verdicts", "reference"]
     assert [e.stem for e in entries][1:10] == sorted(e.stem for e in entries if e.stem[:2].isdigit())
 
 
