@@ -25,15 +25,15 @@ from .lsuv import (VARIANT_INFO, VARIANTS, LayerReport, LSUVCallback, LSUVReport
 from .models import GeneralRelu, conv, get_model, lenet, mlp
 from .nonlinear import activation_types, is_activation, is_bounded, register_activation
 from .runtime import default_device, progress_line, set_seed, versions
-from .stats import (Paired, aggregate, fmt_ci, fmt_mean_sd, holm, intervals_overlap, paired, paired_runs,
-                    prediction_interval, sign_flip_p, summarise, verdicts, versus_source)
+from .stats import (Paired, aggregate, check_verdict, fmt_ci, fmt_mean_sd, min_detectable_effect, paired,
+                    paired_runs, pairs_needed, prediction_interval, summarise, verdict_for, verdicts, versus_source)
 
 __all__ = [
-    "ActivationStats", "activation_types", "aggregate", "batch_moments", "Batches", "best_available", "Callback", "conv",
+    "ActivationStats", "activation_types", "aggregate", "batch_moments", "Batches", "best_available", "Callback", "check_verdict", "conv",
     "DataConfigError", "DataError", "DataLoaders", "DataWarning", "dataloaders", "default_device", "EpochLR", "final", "find_pairs", "fmt_ci",
-    "fmt_mean_sd", "GeneralRelu", "get_model", "holm", "hook_count", "Hooks", "ImageSet", "init_kaiming",
-    "init_normal", "intervals_overlap", "is_activation", "is_bounded", "LayerReport", "Learner", "lenet", "load_images", "lr_find",
-    "LRFindResult", "lsuv_init", "LSUVCallback", "LSUVReport", "measure_activations", "mlp", "over_seeds",
-    "Pair", "Paired", "paired", "paired_runs", "progress_line", "prediction_interval", "prepare", "register_activation", "Run", "seeds_from", "set_seed", "sign_flip_p",
-    "summarise", "summarise_final", "train", "verdicts", "VARIANT_INFO", "VARIANTS", "versions", "versus_source",
+    "fmt_mean_sd", "GeneralRelu", "get_model", "hook_count", "Hooks", "ImageSet", "init_kaiming",
+    "init_normal", "is_activation", "is_bounded", "LayerReport", "Learner", "lenet", "load_images", "lr_find",
+    "LRFindResult", "lsuv_init", "LSUVCallback", "LSUVReport", "measure_activations", "min_detectable_effect", "mlp", "over_seeds",
+    "Pair", "Paired", "paired", "paired_runs", "pairs_needed", "progress_line", "prediction_interval", "prepare", "register_activation", "Run", "seeds_from", "set_seed",
+    "summarise", "summarise_final", "train", "verdict_for", "verdicts", "VARIANT_INFO", "VARIANTS", "versions", "versus_source",
 ]

@@ -191,3 +191,63 @@ def setup() -> None:
     if register is not None:
         register()
     warnings.showwarning = _show_warning
+
+
+# ============================================================================= verdict tables
+# (task C: the one verdict table every chapter shows; `stats.verdicts` makes its rows)
+
+VERDICT_GUIDE = "reading-verdicts.html"  # the appendix, linked from a chapter page (chapters/*.html)
+
+
+def _signed(x: float, digits: int) -> str:
+    """`+1.25`, `-0.40`, and `0.00` rather than `-0.00`."""
+    text = f"{x:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def _span(values, fmt=str) -> str:
+    """`12` when all values agree, else `3 to 12`."""
+    lo, hi = min(values), max(values)
+    return fmt(lo) if lo == hi else f"{fmt(lo)} to {fmt(hi)}"
+
+
+def verdict_table(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_GUIDE) -> Table:
+    """The rows of `stats.verdicts` as the book's verdict table, with a one-line caption under it.
+
+    Columns: claim, effect (points), adjusted interval, a higher in k of n seeds, diverged
+    (a / b), verdict. The caption states the procedure, the family size $m$, the pairs $n$,
+    the smallest effect the intervals could resolve (their half-widths), the tie margin, and
+    links the appendix `guide`. A row that `stats.check_verdict` faults is an error: the table
+    never shows a verdict its interval contradicts.
+    """
+    from .stats import MIN_PAIRS, check_verdict
+
+    if not rows:
+        return Table("_No claim was tested._")
+    for r in rows:
+        problem = check_verdict(r)
+        if problem:
+            raise ValueError(f"verdict_table: row {r.get('claim')!r}: {problem}; make rows with stats.verdicts")
+    level = _span([r["confidence"] for r in rows], lambda c: f"{c:.0%}")
+    cells = [{"claim": r["claim"], "effect (points)": _signed(r["effect"], digits),
+              f"adjusted {level} interval": f"{_signed(r['ci_low'], digits)} to {_signed(r['ci_high'], digits)}"
+              if r["ci_low"] is not None else f"none: {r['n']} pairs, {MIN_PAIRS} needed",
+              "a higher in": f"{r['n_a_higher']} of {r['n']} seeds",
+              "diverged (a / b)": f"{r['n_diverged_a']} / {r['n_diverged_b']}", "verdict": r["verdict"]}
+             for r in rows]
+    return Table(markdown_table(cells) + "\n\n" + verdict_caption(rows, digits, guide))
+
+
+def verdict_caption(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_GUIDE) -> str:
+    """The line under a verdict table: procedure, m, n, minimum detectable effect, tie margin, link."""
+    from .stats import MIN_PAIRS
+
+    halves = [(r["ci_high"] - r["ci_low"]) / 2 for r in rows if r["ci_low"] is not None]
+    smallest = (f"minimum detectable effect (the intervals' half-widths): "
+                f"{_span(halves, lambda h: f'{h:.{digits}f}')} points" if halves
+                else f"no claim had the {MIN_PAIRS} pairs an interval needs")
+    m, margin = _span([r["m"] for r in rows]), _span([r["margin"] for r in rows], lambda x: f"{x:g}")
+    return (f"*Each interval: paired t on the per-seed differences a − b, Bonferroni-adjusted for the "
+            f"m = {m} claim{'' if m == '1' else 's'} of its family; n = {_span([r['n'] for r in rows])} pairs, "
+            f"a diverged run counting at chance accuracy; {smallest}; tie margin ±{margin} "
+            f"point{'' if margin == '1' else 's'}. [How to read a verdict]({guide}).*")

@@ -1,16 +1,19 @@
-"""lsuvlib.stats: summaries over seeds, prediction intervals, paired comparisons, Holm, verdicts."""
+"""lsuvlib.stats: summaries over seeds, paired verdicts (Bonferroni t intervals), sources, checks of saved rows."""
 from __future__ import annotations
 
 import math
 import random
 
 import numpy as np
-import torch
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from scipy import stats as st
 
-from lsuvlib.stats import (aggregate, fmt_mean_sd, holm, intervals_overlap, paired, paired_runs,
-                           prediction_interval, sign_flip_p, summarise, verdicts, versus_source)
+from lsuvlib.stats import (MIN_PAIRS, VERDICT_FIELDS, aggregate, check_verdict, fmt_ci, fmt_mean_sd,
+                           min_detectable_effect, paired, paired_runs, pairs_needed, prediction_interval, summarise,
+                           verdict_for, verdicts, versus_source)
 
 from history_rows import rows
 
@@ -19,157 +22,86 @@ from history_rows import rows
 
 def test_summarise_known_numbers():
     s = summarise([1, 2, 3, 4, 5])
-    assert s["n"] == 5
-    assert s["mean"] == 3
+    assert (s["n"], s["mean"], s["n_diverged"]) == (5, 3, 0)
     assert s["sd"] == pytest.approx(math.sqrt(2.5), rel=1e-12)
     half = st.t.ppf(0.975, 4) * math.sqrt(2.5) / math.sqrt(5)
-    assert half == pytest.approx(1.963, abs=5e-4)
-    assert s["ci_low"] == pytest.approx(3 - half, rel=1e-12) and s["ci_high"] == pytest.approx(3 + half, rel=1e-12)
-    assert s["ci_high"] - s["mean"] == pytest.approx(1.9632, abs=1e-4)
+    assert half == pytest.approx(1.9632, abs=1e-4)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((3 - half, 3 + half), rel=1e-12)
 
 
-def test_summarise_other_confidence_and_order_independence():
+def test_summarise_other_confidence_and_inputs():
     xs = [0.91, 0.93, 0.92, 0.95]
     s95, s90 = summarise(xs), summarise(xs, confidence=0.90)
-    assert s90["ci_high"] - s90["ci_low"] < s95["ci_high"] - s95["ci_low"]
     assert s90["ci_high"] - s90["mean"] == pytest.approx(st.t.ppf(0.95, 3) * s90["sd"] / 2)
-    shuffled = summarise(list(reversed(xs)))
-    assert shuffled["mean"] == pytest.approx(s95["mean"]) and shuffled["sd"] == pytest.approx(s95["sd"])
-
-
-def test_summarise_accepts_numpy_and_torch_numbers():
-    s = summarise(torch.tensor([1.0, 3.0]).tolist())
-    assert s["mean"] == 2 and s["sd"] == pytest.approx(math.sqrt(2))
-    assert summarise(torch.tensor([1.0, 3.0]))["mean"] == 2
-
-
-def test_summarise_identical_values_has_zero_width():
-    s = summarise([0.5, 0.5, 0.5])
-    assert s["sd"] == 0 and s["ci_low"] == s["ci_high"] == 0.5
-
-
-def test_summarise_one_value_has_nan_spread():
-    s = summarise([0.93])
-    assert s["n"] == 1 and s["mean"] == 0.93
-    assert all(math.isnan(s[k]) for k in ("sd", "ci_low", "ci_high"))
-
-
-def test_summarise_empty_raises():
+    assert s90["ci_high"] - s90["ci_low"] < s95["ci_high"] - s95["ci_low"]
+    assert summarise(torch.tensor([1.0, 3.0]))["sd"] == pytest.approx(math.sqrt(2))
+    assert summarise([0.5, 0.5, 0.5])["ci_low"] == summarise([0.5, 0.5, 0.5])["ci_high"] == 0.5
+    one = summarise([0.93])
+    assert one["n"] == 1 and all(math.isnan(one[k]) for k in ("sd", "ci_low", "ci_high"))
     with pytest.raises(ValueError, match="empty"):
         summarise([])
+    with pytest.raises(ValueError, match="confidence"):
+        summarise(xs, confidence=95)
 
 
-def test_fmt_mean_sd():
+def test_summarise_bounds_clip_but_never_mix_units():
+    """Issue 21 #6: percentages against fraction bounds gave mean 96 and the interval 93.5 to 1."""
+    with pytest.raises(ValueError, match=r"within bounds \(0, 1\), got \[95.0, 97.0, 96.0\]: percentages given for "
+                                         r"a fraction\? divide them by 100"):
+        summarise([95.0, 97.0, 96.0], bounds=(0, 1))
+    with pytest.raises(ValueError, match="check the metric and the bounds"):
+        summarise([-0.1, 0.5], bounds=(0, 1))
+    with pytest.raises(ValueError, match="low < high"):
+        summarise([0.1, 0.2], bounds=(1, 0))
+    raw, clipped = summarise([0.99, 1.0, 0.95]), summarise([0.99, 1.0, 0.95], bounds=(0, 1))
+    assert raw["ci_high"] > 1 and clipped["ci_high"] == 1.0 and clipped["ci_low"] == raw["ci_low"]
+
+
+def test_summarise_never_returns_a_silent_nan_for_a_diverged_run():
+    with pytest.raises(ValueError, match=r"1 of 3 values are None or NaN \(diverged runs\); pass chance="):
+        summarise([0.9, math.nan, 0.8])
+    with pytest.raises(ValueError, match="chance="):
+        summarise([0.9, None, 0.8], bounds=(0, 1))
+    s = summarise([0.9, None, 0.8, math.nan, 0.7], chance=0.1)  # over all 5 seeds
+    assert s["n"] == 5 and s["n_diverged"] == 2 and s["mean"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.2) / 5)
+
+
+def test_fmt_mean_sd_names_diverged_runs_and_what_the_mean_is_over():
     assert fmt_mean_sd(summarise([0.93, 0.95]), scale=100) == "94.0 ± 1.4"
     assert fmt_mean_sd(summarise([0.93]), scale=100, digits=2) == "93.00"
-    assert fmt_mean_sd(summarise([1, 2, 3, 4, 5]), digits=3) == "3.000 ± 1.581"
+    assert fmt_mean_sd(summarise([0.9, None, 0.8], chance=0.1), scale=100) == \
+        "60.0 ± 43.6 (1 of 3 runs diverged, counted at chance)"
+    survivors = {**summarise([0.86, 0.87]), "n_stopped": 3}  # experiment.summarise_final's shape
+    assert fmt_mean_sd(survivors, scale=100) == "86.5 ± 0.7 (mean of the 2 runs that finished; 3 of 5 diverged)"
+    assert fmt_mean_sd(dict(n=0, mean=None, sd=None)) == "no run finished"
+
+
+def test_fmt_ci_formats_and_marks_undefined_intervals():
+    assert fmt_ci(summarise([1.0, 2.0, 3.0])) == "-0.484–4.484"
+    assert fmt_ci(summarise([1.0])) == "–"
+    assert fmt_ci(dict(ci_low=None, ci_high=None)) == "–"  # null from a results file
 
 
 # ============================================================================= aggregate
 
 
-
-
-def test_aggregate_aligns_epochs_across_runs():
+def test_aggregate_aligns_epochs_and_counts_an_early_stop_at_chance():
     h1, h2, h3 = rows([0.1, 0.5, 0.9]), rows([0.3, 0.7, 0.8]), rows([0.2, 0.6])  # the last run stopped early
     random.Random(0).shuffle(h2)  # row order must not matter
-    agg = aggregate([h1, h2, h3])
-    assert agg["epoch"] == [0, 1, 2]
-    assert agg["n"] == [3, 3, 2]
-    assert agg["mean"] == pytest.approx([0.2, 0.6, 0.85])
-    s = summarise([0.9, 0.8])
-    assert agg["sd"][2] == pytest.approx(s["sd"])
-    assert agg["ci_low"][2] == pytest.approx(s["ci_low"]) and agg["ci_high"][2] == pytest.approx(s["ci_high"])
-    assert set(agg) == {"epoch", "n", "mean", "sd", "ci_low", "ci_high"}
-    assert all(len(v) == 3 for v in agg.values())
+    with pytest.raises(ValueError, match="chance="):
+        aggregate([h1, h2, h3])
+    agg = aggregate([h1, h2, h3], chance=0.1)
+    assert agg["epoch"] == [0, 1, 2] and agg["n"] == [3, 3, 3] and agg["n_diverged"] == [0, 0, 1]
+    assert agg["mean"] == pytest.approx([0.2, 0.6, 0.6])
+    assert agg["ci_low"][2] == pytest.approx(summarise([0.9, 0.8, 0.1])["ci_low"])
 
 
-def test_aggregate_phase_and_metric():
+def test_aggregate_counts_an_epoch_with_a_non_finite_loss_as_diverged():
     h1 = rows([0.5, 0.6], losses=[2.0, 1.0])
-    h2 = rows([0.5, 0.6], losses=[4.0, 3.0])
-    assert aggregate([h1, h2], metric="loss")["mean"] == [3.0, 2.0]
-    assert aggregate([h1, h2], phase="train")["mean"] == [0.0, 0.0]
-    single = aggregate([h1])
-    assert single["n"] == [1, 1] and all(math.isnan(v) for v in single["sd"])
-
-
-def test_aggregate_of_nothing_is_empty():
-    assert aggregate([]) == {k: [] for k in ("epoch", "n", "mean", "sd", "ci_low", "ci_high")}
-
-
-# ============================================================================= intervals_overlap
-
-
-def ci(lo, hi):
-    return dict(ci_low=lo, ci_high=hi)
-
-
-@pytest.mark.parametrize("a, b, expected", [
-    (ci(0.0, 1.0), ci(0.5, 2.0), True),
-    (ci(0.0, 1.0), ci(0.2, 0.3), True),      # one inside the other
-    (ci(0.0, 1.0), ci(1.0, 2.0), True),      # touching
-    (ci(0.0, 1.0), ci(1.01, 2.0), False),
-    (ci(2.0, 3.0), ci(0.0, 1.0), False),
-    (ci(math.nan, math.nan), ci(5.0, 6.0), True),  # unknown width: cannot call them different
-])
-def test_intervals_overlap(a, b, expected):
-    assert intervals_overlap(a, b) is expected
-    assert intervals_overlap(b, a) is expected
-
-
-def test_intervals_overlap_on_summaries():
-    low, high = summarise([0.10, 0.11, 0.12]), summarise([0.90, 0.91, 0.92])
-    assert not intervals_overlap(low, high)
-    assert intervals_overlap(summarise([0.1, 0.5, 0.9]), summarise([0.4, 0.6, 0.5]))
-
-
-
-
-def test_fmt_ci_formats_and_marks_undefined_intervals():
-    from lsuvlib.stats import fmt_ci
-
-    assert fmt_ci(summarise([1.0, 2.0, 3.0])) == "-0.484–4.484"
-    assert fmt_ci(summarise([1.0])) == "–"  # NaN in memory
-    assert fmt_ci(dict(ci_low=None, ci_high=None)) == "–"  # null from a results file
-
-
-# ============================================================================= bounds, prediction intervals
-
-
-def test_summarise_bounds_clip_an_accuracy_interval():
-    raw = summarise([0.99, 1.0, 0.95])
-    clipped = summarise([0.99, 1.0, 0.95], bounds=(0, 1))
-    assert raw["ci_high"] > 1 and clipped["ci_high"] == 1.0 and clipped["ci_low"] == raw["ci_low"]
-    assert aggregate([rows([0.99]), rows([1.0]), rows([0.95])], bounds=(0, 1))["ci_high"] == [1.0]
-    with pytest.raises(ValueError, match="low < high"):
-        summarise([0.1, 0.2], bounds=(1, 0))
-    with pytest.raises(ValueError, match="confidence"):
-        summarise([0.1, 0.2], confidence=95)
-
-
-def test_prediction_interval_formula():
-    xs = [0.90, 0.92, 0.95, 0.91, 0.93]
-    n, m, sd = 5, np.mean(xs), np.std(xs, ddof=1)
-    half = st.t.ppf(0.975, n - 1) * sd * math.sqrt(1 + 1 / n)
-    assert prediction_interval(xs) == pytest.approx((m - half, m + half), rel=1e-12)
-    ci = summarise(xs)
-    lo, hi = prediction_interval(xs)
-    assert lo < ci["ci_low"] and hi > ci["ci_high"]  # one new run is less certain than the mean
-    with pytest.raises(ValueError, match="at least 2"):
-        prediction_interval([0.9])
-    with pytest.raises(ValueError, match="finite"):
-        prediction_interval([0.9, math.nan])
-
-
-def test_versus_source_verdicts():
-    xs = [0.90, 0.92, 0.95, 0.91, 0.93]
-    inside = versus_source(xs, 0.94)
-    assert inside["consistent"] and inside["verdict"] == "consistent with the source"
-    outside = versus_source(xs, 0.80)
-    assert not outside["consistent"] and outside["verdict"] == "not consistent with the source"
-    assert set(inside) == {"low", "high", "consistent", "verdict"}
-    with pytest.raises(ValueError, match="source_value"):
-        versus_source(xs, None)
+    h2 = rows([0.5, 0.11], losses=[4.0, math.nan])
+    assert aggregate([h1, h2], chance=0.1)["mean"] == pytest.approx([0.5, 0.35])
+    assert aggregate([h1, h2], metric="loss", chance=0.0)["mean"][0] == 3.0
+    assert aggregate([]) == {k: [] for k in ("epoch", "n", "mean", "sd", "ci_low", "ci_high", "n_diverged")}
 
 
 # ============================================================================= paired comparisons
@@ -182,144 +114,277 @@ def by_seed(values, base=0):
     return {base + i: v for i, v in enumerate(values)}
 
 
-def test_paired_matches_scipy_ttest_rel_and_permutation_test():
+@pytest.mark.parametrize("m", [1, 3, 12])
+def test_the_interval_is_scipys_paired_t_interval_at_the_bonferroni_level(m):
     p = paired(by_seed(A), by_seed(B))
     d = np.subtract(A, B)
-    assert p.n == 8 and p.diffs == pytest.approx(d.tolist())
+    assert p.n == 8 and p.diffs == pytest.approx(d.tolist()) and p.seeds == list(range(8))
     assert p.mean == pytest.approx(d.mean()) and p.sd == pytest.approx(d.std(ddof=1))
-    ci = st.ttest_rel(A, B).confidence_interval(0.95)
-    assert (p.ci_low, p.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
-    ref = st.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
-                              alternative="two-sided")
-    assert p.p_value == pytest.approx(ref.pvalue, rel=1e-12) and "exact" in p.method
-
-
-def test_sign_flip_monte_carlo_for_many_seeds_is_close_to_scipy_and_repeatable():
-    rng = np.random.default_rng(1)
-    d = rng.normal(0.01, 0.05, size=30)
-    p1, method = sign_flip_p(d)
-    assert "Monte-Carlo" in method and sign_flip_p(d) == (p1, method)  # fixed seed
-    ref = st.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=20000,
-                              alternative="two-sided", random_state=0).pvalue
-    assert p1 == pytest.approx(ref, abs=0.02)
+    ci = st.ttest_rel(A, B).confidence_interval(1 - 0.05 / m)
+    assert p.interval(m) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert (p.interval(m)[1] - p.interval(m)[0]) / 2 == pytest.approx(min_detectable_effect(p.sd, 8, m))
 
 
 def test_paired_errors():
     with pytest.raises(ValueError, match=r"unmatched seeds: \[9\] only in the first"):
         paired({0: 0.1, 1: 0.2, 9: 0.3}, {0: 0.1, 1: 0.3})
-    with pytest.raises(ValueError, match="at least 2 complete pairs"):
-        paired({0: 0.1}, {0: 0.2})
-    with pytest.raises(ValueError, match="at least 2 complete pairs, got 1 .1 of 2 pairs have a diverged run"):
-        paired({0: 0.1, 1: None}, {0: 0.2, 1: 0.3})
+    with pytest.raises(ValueError, match="no seeds"):
+        paired({}, {})
     with pytest.raises(TypeError, match="key the runs by seed"):
         paired([0.1, 0.2], [0.3, 0.4])
+    with pytest.raises(ValueError, match=r"paired, second set: 1 of 2 values are None or NaN .* chance="):
+        paired({0: 0.1, 1: 0.2}, {0: 0.2, 1: None})
 
 
-def test_diverged_runs_are_counted_not_hidden():
+def test_a_diverged_run_counts_at_chance_and_is_counted_per_side():
     a = {0: 0.9, 1: None, 2: 0.92, 3: 0.91}
-    b = {0: 0.8, 1: 0.85, 2: math.nan, 3: 0.82}
-    p = paired(a, b)
-    assert p.n == 2 and p.seeds == [0, 3] and p.diverged_seeds == [1, 2]
-    assert (p.n_diverged_a, p.n_diverged_b, p.n_diverged) == (1, 1, 2)
-    row = verdicts([dict(claim="a > b", a=a, b=b)])[0]
-    assert row["n_diverged"] == 2 and row["diverged"] == (1, 1)
+    b = {0: 0.8, 1: 0.85, 2: math.nan, 3: None}
+    p = paired(a, b, chance=0.1)
+    assert p.n == 4 and (p.n_diverged_a, p.n_diverged_b) == (1, 2)
+    assert p.diffs == pytest.approx([0.1, 0.1 - 0.85, 0.92 - 0.1, 0.91 - 0.1])
+    assert p.n_a_higher == 3
+    row = verdicts([dict(claim="a > b", a=a, b=b)], chance=0.1)[0]
+    assert (row["n"], row["n_diverged_a"], row["n_diverged_b"]) == (4, 1, 2)
 
 
-def run(seed, accs, stopped=None):
-    return dict(seed=seed, stopped=stopped,
-                history=[dict(epoch=e, phase="eval", loss=0.0, accuracy=a, seconds=0.0) for e, a in enumerate(accs)])
+def run(seed, accs, stopped=None, losses=None):
+    return dict(seed=seed, stopped=stopped, history=[dict(epoch=e, phase="eval", loss=(losses or [0.0] * 9)[e],
+                                                          accuracy=a, seconds=0.0) for e, a in enumerate(accs)])
 
 
-def test_paired_runs_uses_final_epochs_and_rejects_mismatched_epochs():
-    a = [run(s, [0.5, 0.9 + 0.01 * s]) for s in range(3)]
+def test_paired_runs_at_the_last_or_a_given_epoch():
+    a = [run(s, [0.5 + 0.01 * s, 0.9 + 0.01 * s]) for s in range(3)]
     b = [run(s, [0.5, 0.8 + 0.02 * s]) for s in range(3)]
-    p = paired_runs(a, b)
-    assert p.diffs == pytest.approx([0.1, 0.09, 0.08])
+    assert paired_runs(a, b).diffs == pytest.approx([0.1, 0.09, 0.08])
+    assert paired_runs(a, b, epoch=0).diffs == pytest.approx([0.0, 0.01, 0.02])
     with pytest.raises(ValueError, match="mismatched epochs"):
         paired_runs(a, [run(s, [0.5, 0.8, 0.85]) for s in range(3)])
-    stopped = [run(0, [0.1], stopped="diverged")] + b[1:]
-    assert paired_runs(a, stopped).diverged_seeds == [0]  # a stopped run is shorter, but counted as diverged
     with pytest.raises(ValueError, match="appears twice"):
         paired_runs(a + a[:1], b)
 
 
-# ============================================================================= Holm and verdicts
+def test_paired_runs_takes_a_stopped_or_non_finite_run_as_diverged():
+    a = [run(s, [0.5, 0.9]) for s in range(3)]
+    b = [run(0, [0.3], stopped="diverged"), run(1, [0.4, 0.42], losses=[1.0, None]), run(2, [0.5, 0.8])]
+    with pytest.raises(ValueError, match="chance="):
+        paired_runs(a, b)
+    p = paired_runs(a, b, chance=0.1)
+    assert p.diffs == pytest.approx([0.8, 0.8, 0.1]) and p.n_diverged_b == 2
+    assert paired_runs(a, b, chance=0.1, epoch=0).diffs == pytest.approx([0.2, 0.1, 0.0])  # fine in epoch 0
 
 
-def test_holm_against_hand_computation():
-    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
-    out = holm([0.02, math.nan, 0.04])
-    assert out[0] == pytest.approx(0.04) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        holm([1.5])
+# ============================================================================= the verdict rule
 
 
-def test_holm_matches_scipy_when_available():
-    false_discovery_control = getattr(st, "false_discovery_control", None)
-    p = [0.001, 0.02, 0.03, 0.2]
-    assert holm(p) == pytest.approx([0.004, 0.06, 0.06, 0.2])
-    if false_discovery_control is not None:  # BH >= Holm's step-down never holds the other way round
-        assert all(h >= b - 1e-12 for h, b in zip(holm(p), false_discovery_control(p)))
+@pytest.mark.parametrize("kind, low, high, expected", [
+    ("order", 0.1, 3.0, "holds"),
+    ("order", -3.0, -0.1, "reversed"),
+    ("order", -0.5, 0.8, "tie"),
+    ("order", -1.0, 1.0, "tie"),            # the margin's ends are inside
+    ("order", -0.5, 1.2, "not resolved"),
+    ("order", 0.2, 0.8, "holds"),            # above 0 and inside the margin: the ordering is resolved
+    ("order", None, None, "not resolved"),   # too few pairs
+    ("tie", -0.5, 0.8, "holds"),
+    ("tie", 1.1, 3.0, "does not hold"),
+    ("tie", -3.0, -1.01, "does not hold"),
+    ("tie", 0.5, 1.5, "not resolved"),
+    ("tie", None, None, "not resolved"),
+])
+def test_verdict_for(kind, low, high, expected):
+    assert verdict_for(kind, low, high, margin=1.0) == expected
+
+
+def test_verdict_for_rejects_an_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be 'order'"):
+        verdict_for("same", 0, 1, 1)
+
+
+def shifted(base, shifts):
+    return {s: base[s] + d for s, d in zip(base, shifts)}
+
+
+BASE = {s: 0.80 + 0.01 * (s % 3) for s in range(10)}
 
 
 def test_verdicts_on_constructed_cases():
-    seeds = range(10)
-    base = {s: 0.80 + 0.01 * (s % 3) for s in seeds}
-    better = {s: base[s] + 0.05 + 0.002 * s for s in seeds}  # clear difference
-    tie = {s: base[s] + (0.001 if s % 2 else -0.001) for s in seeds}  # tiny noise around 0
-    wide = {s: base[s] + (0.2 if s % 2 else -0.19) for s in seeds}  # big noise: open
-    out = verdicts([dict(claim="better > base", a=better, b=base),
-                    dict(claim="base > better", a=base, b=better),
-                    dict(claim="tie > base", a=tie, b=base),
-                    dict(claim="wide > base", a=wide, b=base),
-                    dict(claim="base below better", a=base, b=better, direction=-1)])
-    holds, reversed_, tied, open_, below = out
-    assert holds["verdict"] == "holds" and holds["effect"] == pytest.approx(5.9) and holds["bound"] == ""
-    assert reversed_["verdict"] == "reversed" and reversed_["effect"] == pytest.approx(-5.9)
-    assert tied["verdict"] == "not resolved" and tied["bound"].startswith("tie: any difference is smaller than")
-    assert open_["verdict"] == "not resolved" and open_["bound"].startswith("open: the difference lies between")
-    assert below["verdict"] == "holds"
-    assert holds["p_holm"] == pytest.approx(min(1, 5 * holds["p"]), rel=1e-9) or holds["p_holm"] >= holds["p"]
-    for row in out:
-        assert {"claim", "effect", "ci", "p", "p_holm", "verdict", "bound", "n"} <= set(row)
+    better = shifted(BASE, [0.05 + 0.002 * s for s in range(10)])
+    tied = shifted(BASE, [0.001 if s % 2 else -0.001 for s in range(10)])
+    wide = shifted(BASE, [0.2 if s % 2 else -0.19 for s in range(10)])
+    out = verdicts([dict(claim="better > base", a=better, b=BASE), dict(claim="base > better", a=BASE, b=better),
+                    dict(claim="tied > base", a=tied, b=BASE), dict(claim="wide > base", a=wide, b=BASE),
+                    dict(claim="tied ≈ base", a=tied, b=BASE, kind="tie"),
+                    dict(claim="better ≈ base", a=better, b=BASE, kind="tie"),
+                    dict(claim="wide ≈ base", a=wide, b=BASE, kind="tie")])
+    assert [r["verdict"] for r in out] == ["holds", "reversed", "tie", "not resolved",
+                                           "holds", "does not hold", "not resolved"]
+    assert out[0]["effect"] == pytest.approx(5.9) and out[0]["n_a_higher"] == 10 and out[1]["n_a_higher"] == 0
+    for r in out:
+        assert set(r) == set(VERDICT_FIELDS) and r["m"] == 7 and r["margin"] == 1.0 and r["confidence"] == 0.95
+        assert check_verdict(r) is None
 
 
-def test_tie_claims_are_equivalence_tests():
-    seeds = range(10)
-    base = {s: 0.80 + 0.01 * (s % 3) for s in seeds}
-    small_shift = {s: base[s] + 0.003 + 0.0001 * s for s in seeds}   # detectable, but inside ±1 point
-    big_shift = {s: base[s] + 0.05 + 0.002 * s for s in seeds}       # detectable and past the margin
-    noisy = {s: base[s] + (0.2 if s % 2 else -0.19) for s in seeds}   # neither
-    out = verdicts([dict(claim="small ≈ base", a=small_shift, b=base, kind="tie"),
-                    dict(claim="big ≈ base", a=big_shift, b=base, kind="tie"),
-                    dict(claim="noisy ≈ base", a=noisy, b=base, kind="tie")], tie_margin=0.01)
-    small, big, noisy_row = out
-    assert small["verdict"] == "holds" and small["p_holm"] < 0.05 and small["kind"] == "tie"
-    assert max(abs(x) for x in small["ci"]) <= 1.0
-    assert big["verdict"] == "does not hold"
-    assert noisy_row["verdict"] == "not resolved" and noisy_row["bound"].startswith("open")
-    with pytest.raises(ValueError, match="kind"):
-        verdicts([dict(claim="x", a=base, b=base, kind="same")])
+def test_five_seeds_all_better_by_3_to_5_points_hold():
+    """Issue 18: +4.2 points (+3.0 to +5.4), 5 of 5 seeds better, read "not resolved" under the sign-flip test."""
+    a = shifted({s: 0.8 for s in range(5)}, [0.030, 0.040, 0.042, 0.046, 0.052])
+    row = verdicts([dict(claim="a > b", a=a, b={s: 0.8 for s in range(5)})])[0]
+    assert row["effect"] == pytest.approx(4.2) and row["ci_low"] > 3 and row["verdict"] == "holds"
 
 
-def test_tie_margin_decides_tie_or_open():
-    a = {s: 0.8 + (0.004 if s % 2 else -0.003) for s in range(6)}
-    b = {s: 0.8 for s in range(6)}
-    assert verdicts([dict(claim="x", a=a, b=b)], tie_margin=0.05)[0]["bound"].startswith("tie")
-    assert verdicts([dict(claim="x", a=a, b=b)], tie_margin=0.0001)[0]["bound"].startswith("open")
-    with pytest.raises(ValueError, match="tie_margin"):
-        verdicts([dict(claim="x", a=a, b=b)], tie_margin=-1)
-    with pytest.raises(ValueError, match="direction"):
-        verdicts([dict(claim="x", a=a, b=b, direction=2)])
+def test_one_far_seed_widens_the_interval_and_leaves_the_claim_open():
+    """Issue 18: "+1.15 points, 95% CI -0.70 to +3.00, holds"; a verdict now never contradicts its interval."""
+    diffs = [-0.29, 0.26, 0.29, 8.53, 0.35, 0.86, 0.42, 0.14, 0.53, 0.38]  # points; sign-flip p < 0.05
+    row = verdicts([dict(claim="a > b", a=shifted(BASE, [d / 100 for d in diffs]), b=BASE)])[0]
+    assert row["ci_low"] < 0 < row["ci_high"] and row["verdict"] == "not resolved"
 
 
-def test_holm_is_what_turns_a_marginal_claim_unresolved():
-    # 5 pairs all positive: exact two-sided sign-flip p = 2/32 = 0.0625 > 0.05 alone already;
-    # with 6 pairs p = 2/64 = 0.03125 alone holds, but not within a family of two.
-    a = {s: 0.9 + 0.001 * s for s in range(6)}
-    b = {s: 0.8 for s in range(6)}
+def test_bonferroni_is_what_turns_a_marginal_claim_unresolved():
+    a = shifted(BASE, [0.002 + 0.01 * (s % 2) for s in range(6)])
+    b = {s: BASE[s] for s in range(6)}
     alone = verdicts([dict(claim="a > b", a=a, b=b)])[0]
-    assert alone["p"] == pytest.approx(2 / 64) and alone["verdict"] == "holds"
-    family = verdicts([dict(claim="a > b", a=a, b=b), dict(claim="a > b again", a=a, b=b)])
-    assert family[0]["p_holm"] == pytest.approx(4 / 64) and family[0]["verdict"] == "not resolved"
+    family = verdicts([dict(claim=f"a > b #{i}", a=a, b=b) for i in range(12)])[0]
+    assert alone["verdict"] == "holds" and family["verdict"] == "not resolved" and family["m"] == 12
+    assert family["ci_high"] - family["ci_low"] > alone["ci_high"] - alone["ci_low"]
+
+
+def test_fewer_than_three_pairs_give_no_interval():
+    out = verdicts([dict(claim="a > b", a={0: 0.9, 1: 0.95}, b={0: 0.1, 1: 0.12})])[0]
+    assert MIN_PAIRS == 3 and out["n"] == 2 and out["ci_low"] is None and out["ci_high"] is None
+    assert out["verdict"] == "not resolved" and check_verdict(out) is None
+    assert verdicts([dict(claim="x", a={0: 0.9}, b={0: 0.1})])[0]["sd"] is None
+
+
+def test_verdicts_reject_bad_arguments():
+    with pytest.raises(ValueError, match="got keys .*'direction'"):
+        verdicts([dict(claim="x", a=BASE, b=BASE, direction=-1)])
+    with pytest.raises(ValueError, match="got keys"):
+        verdicts([dict(a=BASE, b=BASE)])
+    with pytest.raises(ValueError, match="kind must be"):
+        verdicts([dict(claim="x", a=BASE, b=BASE, kind="same")])
+    with pytest.raises(ValueError, match="tie_margin"):
+        verdicts([dict(claim="x", a=BASE, b=BASE)], tie_margin=-1)
+    with pytest.raises(ValueError, match="alpha"):
+        verdicts([dict(claim="x", a=BASE, b=BASE)], alpha=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(diffs=hs.lists(hs.floats(-0.2, 0.2), min_size=1, max_size=12), m=hs.integers(1, 15),
+       kind=hs.sampled_from(["order", "tie"]))
+def test_every_verdict_agrees_with_its_interval(diffs, m, kind):
+    b = {s: 0.5 for s in range(len(diffs))}
+    rows_ = verdicts([dict(claim=f"c{i}", a=shifted(b, diffs), b=b, kind=kind) for i in range(m)])
+    for r in rows_:
+        assert check_verdict(r) is None
+        assert r["verdict"] == verdict_for(kind, r["ci_low"], r["ci_high"], r["margin"])
+
+
+# ============================================================================= what a table can resolve
+
+
+def test_min_detectable_effect_and_pairs_needed():
+    assert min_detectable_effect(1.0, 10, 12) == pytest.approx(st.t.ppf(1 - 0.05 / 24, 9) / math.sqrt(10))
+    n = pairs_needed(1.0, 1.5, m=12)
+    assert min_detectable_effect(1.5, n, 12) < 1.0 <= min_detectable_effect(1.5, n - 1, 12)
+    assert pairs_needed(1.0, 0.0) == MIN_PAIRS
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        min_detectable_effect(1.0, 2)
+    with pytest.raises(ValueError, match="m must be"):
+        min_detectable_effect(1.0, 5, 0)
+    with pytest.raises(ValueError, match="effect must be > 0"):
+        pairs_needed(0.0, 1.0)
+    with pytest.raises(ValueError, match="more than 50 pairs"):
+        pairs_needed(0.01, 5.0, most=50)
+
+
+# ============================================================================= against a source
+
+
+def test_prediction_interval_formula():
+    xs = [0.90, 0.92, 0.95, 0.91, 0.93]
+    half = st.t.ppf(0.975, 4) * np.std(xs, ddof=1) * math.sqrt(1 + 1 / 5)
+    assert prediction_interval(xs) == pytest.approx((np.mean(xs) - half, np.mean(xs) + half), rel=1e-12)
+    assert prediction_interval([0.9, None, 0.92], chance=0.1)[0] < 0.1
+    with pytest.raises(ValueError, match="at least 2"):
+        prediction_interval([0.9])
+    with pytest.raises(ValueError, match="chance="):
+        prediction_interval([0.9, math.nan, 0.9])
+
+
+def test_versus_source_verdicts():
+    xs = [0.90, 0.92, 0.95, 0.91, 0.93]
+    inside = versus_source(xs, 0.94, same_dataset=True)
+    assert inside["verdict"] == "consistent with the source" and inside["consistent"] is True
+    outside = versus_source(xs, 0.80, same_dataset=True)
+    assert outside["verdict"] == "not consistent with the source" and outside["consistent"] is False
+    assert check_verdict(inside) is None and check_verdict(outside) is None
+    with pytest.raises(ValueError, match="source_value"):
+        versus_source(xs, None, same_dataset=True)
+    with pytest.raises(ValueError, match="percentages"):
+        versus_source([90.0, 92.0, 95.0], 94.0, same_dataset=True)
+
+
+def test_versus_source_gives_no_verdict_on_another_dataset_or_from_too_few_runs():
+    stand_in = versus_source([0.90, 0.92, 0.95], 0.94, same_dataset=False)
+    assert stand_in["verdict"] == "other dataset: no verdict" and stand_in["consistent"] is None
+    assert stand_in["low"] < 0.94 < stand_in["high"]  # still shown, as context
+    few = versus_source([0.90, 0.92], 0.91, same_dataset=True)
+    assert few["verdict"] == "too few runs: no verdict" and few["low"] is None
+    assert check_verdict(stand_in) is None and check_verdict(few) is None
+
+
+def test_a_prediction_interval_that_could_not_fail_is_uninformative():
+    """Issue 18: "prediction interval 32.4-100.0 -> consistent with the source"."""
+    wide = versus_source([0.95, None, 0.97, 0.96], 0.83, same_dataset=True, chance=0.1)
+    assert wide["n"] == 4 and wide["n_diverged"] == 1
+    assert wide["verdict"] == "uninformative: the interval is wider than 20 points" and wide["consistent"] is None
+    means = versus_source([0.1, 0.5, 0.9], 0.3, same_dataset=True, bounds=None, max_width=0.5)
+    assert means["verdict"] == "uninformative: the interval is wider than 0.5"
+
+
+# ============================================================================= checking saved rows
+
+
+def good_row(**changes):
+    row = verdicts([dict(claim="loop > mean_std, epoch 1", a=shifted(BASE, [0.01 + 0.002 * (s % 4) for s in range(10)]),
+                         b=BASE)] * 12)[0]
+    return {**row, **changes}
+
+
+def test_check_verdict_accepts_rows_of_verdicts():
+    assert check_verdict(good_row()) is None
+
+
+def test_check_verdict_names_a_verdict_its_interval_contradicts():
+    problem = check_verdict(good_row(verdict="not resolved"))
+    assert problem == "verdict 'not resolved', but its interval gives 'holds'"
+
+
+def test_check_verdict_names_an_interval_that_is_not_the_procedures():
+    r = good_row()
+    unadjusted = st.t.ppf(0.975, r["n"] - 1) * r["sd"] / math.sqrt(r["n"])  # a plain 95% interval in a family of 12
+    problem = check_verdict({**r, "ci_low": r["effect"] - unadjusted, "ci_high": r["effect"] + unadjusted})
+    assert problem.startswith("the interval") and "is not the adjusted t interval" in problem
+
+
+def test_check_verdict_rejects_an_interval_from_two_pairs():
+    """Issue 18: a paired interval of -201.3 to +236.4 points from 2 pairs."""
+    problem = check_verdict(good_row(n=2, ci_low=-201.3, ci_high=236.4, verdict="not resolved"))
+    assert "an interval from 2 pairs (fewer than 3) is shown" in problem
+
+
+def test_check_verdict_on_old_and_malformed_rows():
+    old = dict(claim="loop > mean_std, epoch 1", kind="order", effect=1.15, ci_low=-0.70, ci_high=3.00,
+               p=0.002, p_holm=0.0234, verdict="holds")  # chapter 7's rows before this procedure
+    assert check_verdict(old).startswith("missing fields ['sd', 'margin', 'n', 'n_a_higher'")
+    assert check_verdict(good_row(kind="same")).startswith("kind must be one of")
+    assert check_verdict(good_row(sd="wide")).startswith("malformed row")
+    assert "do not fit 10 pairs" in check_verdict(good_row(n_diverged_a=11))
+
+
+def test_check_verdict_on_source_rows():
+    row = versus_source([0.90, 0.92, 0.95, 0.91, 0.93], 0.94, same_dataset=True)
+    assert check_verdict({**row, "same_dataset": False}) == \
+        "verdict 'consistent with the source', but its interval gives 'other dataset: no verdict'"
+    wide = check_verdict({**row, "low": 0.3, "high": 1.0})
+    assert wide.endswith("'uninformative: the interval is wider than 20 points'")
+    assert check_verdict({**row, "n": 2}) == "an interval from 2 runs (fewer than 3) is shown"
+    assert check_verdict({"kind": "source", "verdict": "consistent with the source"}).startswith("missing fields")

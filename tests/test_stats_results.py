@@ -1,4 +1,5 @@
-"""lsuvlib.results (chapter results as JSON and CSV); the stats tests are in tests/test_stats.py."""
+"""lsuvlib.results (chapter results as JSON and CSV) and the verdicts they carry; the stats tests are in
+tests/test_stats.py."""
 from __future__ import annotations
 
 import copy
@@ -313,3 +314,46 @@ def test_saved_results_are_world_readable(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert make_chapter(tmp_path).save().stat().st_mode & 0o777 == 0o644 & ~mask
+
+
+# ============================================================================= verdicts in results files (issue 18)
+
+
+def verdict_problems(results: dict) -> list[str]:
+    """`stats.check_verdict` over every verdict row of every chapter's results, as `chapter: claim: problem`."""
+    from lsuvlib.stats import check_verdict
+
+    return [f"{chapter}: {row.get('claim', row.get('verdict'))}: {problem}"
+            for chapter, data in results.items()
+            for key in ("verdicts", "source_verdicts") for row in data["summary"].get(key) or []
+            if (problem := check_verdict(row))]
+
+
+def test_verdict_rows_keep_their_check_through_a_results_file(tmp_path):
+    from lsuvlib.stats import verdicts, versus_source
+
+    a = {s: 0.9 + 0.003 * s for s in range(5)}
+    b = {s: 0.89 + 0.001 * (s % 2) if s else None for s in range(5)}
+    rows_ = verdicts([dict(claim="a > b", a=a, b=b), dict(claim="a ≈ b", a=a, b=b, kind="tie"),
+                      dict(claim="a > b, 2 seeds", a={0: 0.9, 1: 0.8}, b={0: 0.7, 1: 0.6})], chance=0.1)
+    sources = [versus_source(list(a.values()), 0.91, same_dataset=True),
+               versus_source(list(a.values()), 0.91, same_dataset=False)]
+    make_chapter(tmp_path).save(verdicts=rows_, source_verdicts=sources)
+    loaded = load_results(tmp_path)
+    assert loaded["03-baseline"]["summary"]["verdicts"][2]["ci_low"] is None
+    assert verdict_problems(loaded) == []
+    loaded["03-baseline"]["summary"]["verdicts"][0]["verdict"] = "reversed"
+    assert verdict_problems(loaded) == ["03-baseline: a > b: verdict 'reversed', but its interval gives "
+                                        f"{rows_[0]['verdict']!r}"]
+
+
+def test_every_verdict_of_the_build_agrees_with_its_interval():
+    """Issue 18: over every results file of the last build (`_build/results`, or `$LSUV_RESULTS_DIR`)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("LSUV_RESULTS_DIR") or Path(__file__).resolve().parent.parent / "_build" / "results")
+    results = load_results(folder)
+    if not results:
+        pytest.skip(f"no results files in {folder}: build the book first (make book), or set LSUV_RESULTS_DIR")
+    assert not verdict_problems(results), "\n".join(verdict_problems(results))
