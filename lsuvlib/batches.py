@@ -11,23 +11,22 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from .runtime import default_device
+from .runtime import check_positive, default_device
 
 if TYPE_CHECKING:
     from .data import ImageSet
 
 
 class Batches:
-    """Iterate over ``(x, y)`` batches of ``x_u8`` scaled to ``((x / 255) - mean) / std``.
+    """Iterate over `(x, y)` batches of `x_u8` scaled to `((x / 255) - mean) / std`.
 
-    With ``shuffle=True`` each pass draws a fresh permutation from a generator seeded
-    with ``seed``, so the sequence of epochs is the same on every run.
+    With `shuffle=True` each pass draws a fresh permutation from a generator seeded
+    with `seed`, so the sequence of epochs is the same on every run.
     """
 
     def __init__(self, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, mean: float = 0.0, std: float = 1.0, device: str | torch.device | None = "auto"):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_positive("batch_size", batch_size, whole=True)
         if x_u8.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {x_u8.dtype}")
         if len(x_u8) != len(y):
@@ -61,7 +60,7 @@ class Batches:
         return self.iter_with(self.generator)
 
     def iter_with(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass whose shuffle draws from ``generator`` (the loader's own is left as it is)."""
+        """One pass whose shuffle draws from `generator` (the loader's own is left as it is)."""
         idx = self.order(generator)
         for i in range(0, len(idx), self.batch_size):
             yield self.batch(idx[i:i + self.batch_size])
@@ -83,9 +82,9 @@ class DataLoaders:
 
 def dataloaders(ds: ImageSet, batch_size: int, *, normalise: bool = False, seed: int = 0,
                 device: str | torch.device | None = "auto") -> DataLoaders:
-    """Shuffled training batches and ordered test batches for ``ds``.
+    """Shuffled training batches and ordered test batches for `ds`.
 
-    ``normalise=True`` standardises with the training split's own mean and std;
+    `normalise=True` standardises with the training split's own mean and std;
     otherwise pixels are only scaled to [0, 1], as the blog's baseline did.
     """
     mean, std = ds.stats() if normalise else (0.0, 1.0)

@@ -2,34 +2,37 @@
 
 Where a dataset is looked for, in order:
 
-1. each folder in ``$LSUV_DATA_DIR`` (``os.pathsep``-separated), then the project's ``data/``
-   folder, in a sub-folder named after the dataset (``mnist/``, ``fashion-mnist/``, ``svhn/``)
-   holding the canonical files: IDX ``.gz`` for MNIST and Fashion-MNIST,
-   ``train_32x32.mat`` / ``test_32x32.mat`` for SVHN;
-2. system folders (Debian's ``dataset-fashion-mnist`` package installs
-   ``/usr/share/datasets/fashion-mnist``);
-3. the Hugging Face Hub through ``datasets``, unless ``HF_HUB_OFFLINE=1``.
+1. each folder in `$LSUV_DATA_DIR` (`os.pathsep`-separated), then the project's `data/`
+   folder, in a sub-folder named after the dataset (`mnist/`, `fashion-mnist/`, `svhn/`)
+   holding the canonical files: IDX (`.gz` or plain) for MNIST and Fashion-MNIST,
+   `train_32x32.mat` / `test_32x32.mat` for SVHN;
+2. system folders (Debian's `dataset-fashion-mnist` package installs
+   `/usr/share/datasets/fashion-mnist`);
+3. the Hugging Face Hub through `datasets`, unless `HF_HUB_OFFLINE=1`.
 
 A copy that fails its checks (MD5, truncation, format) is reported with a warning naming
-the file, and the next source of the *same* dataset is tried. ``prepare("auto")`` moves on
+the file, and the next source of the *same* dataset is tried. `prepare("auto")` moves on
 to another dataset only when no source of the preferred one works, and says so (a warning
-when a copy was broken, and a sentence in :attr:`ImageSet.notes` either way).
+when a copy was broken, and a sentence in `ImageSet.notes` either way).
 
-The converted tensors are cached in ``$LSUV_CACHE_DIR`` (default: ``data/cache`` in the
-project) so a second load is a single ``torch.load``. A cache file records what it was
-built from (each source file's size and timestamps, the ``verify`` flag, the expected
+The converted tensors are cached in `$LSUV_CACHE_DIR` (default: `data/cache` in the
+project) so a second load is a single `torch.load`. A cache file records what it was
+built from (each source file's size and timestamps, the `verify` flag, the expected
 MD5s and the cache format) and is used only when those inputs are unchanged; a cache of
-MD5-checked or Hub data also serves when no local copy is left.
+MD5-checked or Hub data also serves when no local copy is left. A cache that cannot be
+written (read-only folder, full disk, file-size limit) costs a warning, never the data.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import math
 import os
 import shutil
-import tempfile
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_open
+from .runtime import check_positive
 
 PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -45,14 +49,16 @@ SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 CACHE_VERSION = 2  # 2: payload records the inputs' key, origin and trust; digest is SHA-256
 AUTO_ORDER = ("svhn", "fashion_mnist", "mnist")  # the blog's dataset first, then the closest stand-ins
 TENSOR_KEYS = ("x_train", "y_train", "x_test", "y_test")
+CACHE_FIELDS = (*TENSOR_KEYS, "digest", "source", "version", "key", "origin", "trusted", "skipped")
+MIN_PER_CLASS = 5  # a split with fewer images per class than this gives accuracies that mean nothing
 
 
 class DataError(RuntimeError):
     """A dataset could not be found, verified or parsed.
 
-    ``brief`` says the problem without machine paths (for a page); ``missing`` is true
+    `brief` says the problem without machine paths (for a page); `missing` is true
     when no copy was found at all (as opposed to a copy that failed its checks);
-    ``failures`` holds the full message of each copy that was found but failed.
+    `failures` holds the full message of each copy that was found but failed.
     """
 
     def __init__(self, message: str, *, brief: str | None = None, missing: bool = False,
@@ -64,11 +70,11 @@ class DataError(RuntimeError):
 
 
 class DataConfigError(DataError):
-    """An environment variable (``LSUV_CACHE_DIR``) points somewhere that cannot be used."""
+    """An environment variable (`LSUV_CACHE_DIR`) points somewhere that cannot be used."""
 
 
 class DataWarning(UserWarning):
-    """A data source was skipped or replaced; the message says which and why."""
+    """A data source was skipped or replaced, or a split is too small; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ def _title(name: str) -> str:
 
 
 def _kind_of_path(source: str) -> str:
-    """A path-free label for an ImageSet made by hand (``source`` may be anything)."""
+    """A path-free label for an ImageSet made by hand (`source` may be anything)."""
     if not source:
         return "unknown source"
     if os.sep in source or (os.altsep and os.altsep in source):
@@ -126,14 +132,18 @@ def _kind_of_path(source: str) -> str:
     return source
 
 
+def _images(n: int, split: str = "") -> str:
+    return f"{n:,} {split}{' ' if split else ''}image{'' if n == 1 else 's'}"
+
+
 @dataclass
 class ImageSet:
-    """Train and test images as ``uint8 [N, 1, H, W]`` with ``int64`` labels.
+    """Train and test images as `uint8 [N, 1, H, W]` with `int64` labels.
 
-    ``source`` is where the data came from on this machine (a full path, for results
-    files); ``origin`` is the same without paths (for pages), e.g. "local mirror in
+    `source` is where the data came from on this machine (a full path, for results
+    files); `origin` is the same without paths (for pages), e.g. "local mirror in
     LSUV_DATA_DIR, MD5-checked" or "cache of Debian package dataset-fashion-mnist,
-    MD5-checked". ``notes`` are sentences a page should show (padding, subsets, and
+    MD5-checked". `notes` are sentences a page should show (padding, subsets, and
     any fallback to another dataset).
     """
 
@@ -193,7 +203,7 @@ class ImageSet:
         return mean.item(), var.sqrt().item()
 
     def padded(self, size: int) -> "ImageSet":
-        """Zero-pad each image symmetrically to ``size`` x ``size`` (the notebook pads MNIST 28 -> 32)."""
+        """Zero-pad each image symmetrically to `size` x `size` (the notebook pads MNIST 28 -> 32)."""
         h = self.x_train.shape[-1]
         if size == h:
             return self
@@ -205,22 +215,30 @@ class ImageSet:
                        notes=[*self.notes, f"padded {h}x{h} -> {size}x{size}"])
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "ImageSet":
-        """The first ``n_train`` / ``n_test`` images (``None`` keeps the split whole)."""
-        for label, n in (("n_train", n_train), ("n_test", n_test)):
-            if n is not None and n < 1:
-                raise ValueError(f"{label} must be a positive number of images, got {n}")
+        """The first `n_train` / `n_test` images (`None` keeps the split whole).
+
+        Asking for more images than a split has keeps the split whole, and a note says so.
+        """
+        notes = []
+        for label, n, have, split in (("n_train", n_train, len(self.x_train), "training"),
+                                      ("n_test", n_test, len(self.x_test), "test")):
+            if n is not None:
+                check_positive(label, n, whole=True)
+                if n > have:
+                    notes.append(f"{label}={n:,} asked for more than the {_images(have, split)} there are, "
+                                 f"so all {have:,} are used")
         if n_train is None and n_test is None:
             return self
-        return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
-                       x_test=self.x_test[:n_test], y_test=self.y_test[:n_test],
-                       notes=[*self.notes, f"subset: {len(self.x_train[:n_train])} train / "
-                                           f"{len(self.x_test[:n_test])} test images"])
+        x_train, x_test = self.x_train[:n_train], self.x_test[:n_test]
+        return replace(self, x_train=x_train, y_train=self.y_train[:n_train], x_test=x_test,
+                       y_test=self.y_test[:n_test],
+                       notes=[*self.notes, f"subset: {len(x_train)} train / {len(x_test)} test images", *notes])
 
 
 def rgb_to_gray(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """ITU-R 601-2 luma of ``uint8 [..., 3]`` pixels, bit-identical to PIL's ``convert('L')``.
+    """ITU-R 601-2 luma of `uint8 [..., 3]` pixels, bit-identical to PIL's `convert('L')`.
 
-    PIL rounds ``(19595 R + 38470 G + 7471 B) / 2**16`` to nearest; so do we, in int32.
+    PIL rounds $(19595 R + 38470 G + 7471 B) / 2^{16}$ to nearest; so do we, in int32.
     """
     t = torch.as_tensor(np.asarray(rgb)).to(torch.int32)
     luma = (t[..., 0] * 19595 + t[..., 1] * 38470 + t[..., 2] * 7471 + 0x8000) >> 16
@@ -229,26 +247,8 @@ def rgb_to_gray(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- parsers
 
-def _md5_of_gunzip(src: Path, dst: Path) -> str:
-    """Decompress ``src`` into ``dst`` and return the MD5 of the uncompressed bytes."""
-    md5 = hashlib.md5()
-    with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
-        for chunk in iter(lambda: fin.read(1 << 20), b""):
-            md5.update(chunk)
-            fout.write(chunk)
-    return md5.hexdigest()
-
-
-def _md5(path: Path) -> str:
-    md5 = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            md5.update(chunk)
-    return md5.hexdigest()
-
-
 def _check_md5(spec: DatasetSpec, fname: str, got: str, path: Path, verify: bool) -> bool:
-    """True when ``got`` is the canonical MD5; with ``verify``, a mismatch is a :class:`DataError`."""
+    """True when `got` is the canonical MD5 of `fname`; with `verify`, a mismatch is a `DataError`."""
     want = spec.md5.get(fname)
     if verify and want and got != want:
         raise DataError(f"{path} is not the canonical {spec.name} file {fname}: its MD5 is {got}, "
@@ -258,53 +258,63 @@ def _check_md5(spec: DatasetSpec, fname: str, got: str, path: Path, verify: bool
     return bool(want) and got == want
 
 
+def _unreadable(path: Path, e: OSError) -> DataError:
+    return DataError(f"{path} could not be read: {e}", brief=f"{path.name} could not be read ({e.strerror})")
+
+
+def _parse_idx(raw: bytes, ndim: int) -> torch.Tensor:
+    """An IDX array of unsigned bytes: magic `0x0800 + ndim`, `ndim` big-endian sizes, then the data.
+
+    Parsed in memory (torchvision's reader wants a file, which for a `.gz` means an
+    unpacked copy on disk, and a file-size limit can forbid that).
+    """
+    header = 4 + 4 * ndim
+    if len(raw) < header or struct.unpack(">I", raw[:4])[0] != 0x0800 + ndim:
+        raise ValueError(f"it does not start like an IDX file of {ndim}-d unsigned bytes")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) - header != math.prod(shape):
+        raise ValueError(f"its header promises {math.prod(shape):,} bytes of data, it holds {len(raw) - header:,}")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).view(shape)
+
+
 def _read_idx(folder: Path, spec: DatasetSpec, verify: bool) -> tuple[dict[str, torch.Tensor], bool]:
     """The four IDX files as tensors, and whether every file had its canonical MD5."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
     out, canonical = {}, True
-    with tempfile.TemporaryDirectory() as tmp:
-        for fname, key in zip(IDX_FILES, TENSOR_KEYS):
-            gz = folder / f"{fname}.gz"
-            src = gz if gz.exists() else folder / fname
-            try:
-                if src == gz:
-                    path = Path(tmp) / fname
-                    digest = _md5_of_gunzip(gz, path)
-                else:
-                    path, digest = src, _md5(src)
-                canonical &= _check_md5(spec, fname, digest, src, verify)
-                t = read_image_file(str(path)) if "images" in fname else read_label_file(str(path))
-            except DataError:
-                raise
-            except Exception as e:  # gzip, size and magic-number errors all mean a bad file
-                raise DataError(f"{src} could not be read as an IDX file: {e}",
-                                brief=f"{src.name} could not be read as an IDX file ({e})") from e
-            out[key] = t.unsqueeze(1).contiguous() if t.ndim == 3 else t.long()
+    for fname, key in zip(IDX_FILES, TENSOR_KEYS):
+        path = _file(folder, fname, spec)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise _unreadable(path, e) from e
+        try:
+            raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
+            canonical &= _check_md5(spec, fname, hashlib.md5(raw).hexdigest(), path, verify)
+            t = _parse_idx(raw, 3 if key.startswith("x") else 1)
+        except (OSError, EOFError, zlib.error, ValueError) as e:  # not gzip, cut short, or not IDX
+            raise DataError(f"{path} could not be read as an IDX file: {e}",
+                            brief=f"{path.name} could not be read as an IDX file ({e})") from e
+        out[key] = t.unsqueeze(1) if t.ndim == 3 else t.long()
     _check_pairs(out, folder)
     return out, canonical
 
 
-def read_idx_folder(folder: Path, spec: DatasetSpec, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Parse the four IDX files (``.gz`` or plain) with torchvision's reader."""
-    return _read_idx(folder, spec, verify)[0]
-
-
 def _read_svhn(folder: Path, spec: DatasetSpec, verify: bool) -> tuple[dict[str, torch.Tensor], bool]:
+    """SVHN's `.mat` files: `X` is `[32, 32, 3, N]` (made gray as PIL would), label 10 means digit 0."""
     from scipy.io import loadmat
 
     out, canonical = {}, True
     for fname, split in zip(SVHN_FILES, ("train", "test")):
         path = folder / fname
         try:
-            digest = _md5(path)
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "md5").hexdigest()
         except OSError as e:
-            raise DataError(f"{path} could not be read: {e}", brief=f"{fname} could not be read ({e.strerror})") from e
+            raise _unreadable(path, e) from e
         canonical &= _check_md5(spec, fname, digest, path, verify)
         try:
             mat = loadmat(path)
             x, y = mat["X"], mat["y"]
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  scipy raises many types for a file that is not .mat
             raise DataError(f"{path} could not be read as an SVHN .mat file: {e}",
                             brief=f"{fname} could not be read as an SVHN .mat file ({e})") from e
         if x.ndim != 4 or x.shape[2] != 3:
@@ -317,15 +327,10 @@ def _read_svhn(folder: Path, spec: DatasetSpec, verify: bool) -> tuple[dict[str,
     return out, canonical
 
 
-def read_svhn_folder(folder: Path, spec: DatasetSpec, verify: bool = True) -> dict[str, torch.Tensor]:
-    """Parse SVHN's ``train_32x32.mat`` / ``test_32x32.mat``: ``X`` is ``[32, 32, 3, N]``, label 10 means digit 0."""
-    return _read_svhn(folder, spec, verify)[0]
-
-
 def from_hub_dataset(dsd, gray: bool = True) -> dict[str, torch.Tensor]:
-    """Convert a ``datasets.DatasetDict`` with ``image`` and ``label`` columns into tensors.
+    """Convert a `datasets.DatasetDict` with `image` and `label` columns into tensors.
 
-    Colour images go through :func:`rgb_to_gray`, the same luma as the ``.mat`` path.
+    Colour images go through `rgb_to_gray`, the same luma as the `.mat` path.
     """
     out = {}
     for split in ("train", "test"):
@@ -356,13 +361,8 @@ def _env_roots() -> list[Path]:
     return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
 
 
-def mirror_roots() -> list[Path]:
-    """Folders searched for local copies, in order: ``$LSUV_DATA_DIR`` entries, then ``data/``."""
-    return _env_roots() + [PROJECT_DATA]
-
-
 def data_dir_problems() -> list[str]:
-    """One sentence for each ``$LSUV_DATA_DIR`` entry that cannot be what the user meant."""
+    """One sentence for each `$LSUV_DATA_DIR` entry that cannot be what the user meant."""
     problems = []
     subfolders = {sub for spec in DATASETS.values() for sub in spec.folders}
     for root in _env_roots():
@@ -387,7 +387,7 @@ def _warn_data_dir() -> None:
 
 
 def cache_dir() -> Path:
-    """``$LSUV_CACHE_DIR`` (default ``data/cache``); a :class:`DataConfigError` if it cannot be a folder."""
+    """`$LSUV_CACHE_DIR` (default `data/cache`); a `DataConfigError` if it cannot be a folder."""
     env = os.environ.get("LSUV_CACHE_DIR")
     if not env:
         return PROJECT_DATA / "cache"
@@ -403,42 +403,27 @@ def cache_dir() -> Path:
     return path
 
 
-def _has_files(folder: Path, spec: DatasetSpec) -> list[str]:
-    """Names of the canonical files missing from ``folder`` (IDX files may be gzipped)."""
-    missing = []
-    for f in spec.files:
-        if not ((folder / f).exists() or (folder / f"{f}.gz").exists()):
-            missing.append(f)
-    return missing
+def _file(folder: Path, fname: str, spec: DatasetSpec) -> Path | None:
+    """The file read for canonical name `fname` (an IDX file may be gzipped: the `.gz` wins), or None."""
+    names = (f"{fname}.gz", fname) if spec.files == IDX_FILES else (fname,)
+    return next((folder / n for n in names if (folder / n).exists()), None)
 
 
 def _local_candidates(spec: DatasetSpec) -> list[tuple[Path, str]]:
-    """Each folder that may hold ``spec``, in order, with a path-free label of what it is."""
-    out = []
-    env_roots = _env_roots()
-    for root in [*env_roots, PROJECT_DATA]:
-        label = "project data/ folder" if root == PROJECT_DATA and root not in env_roots else "local mirror in LSUV_DATA_DIR"
-        out += [(root / sub, label) for sub in spec.folders]
-    for i, d in enumerate(spec.system_dirs):
-        out.append((Path(d), spec.system_labels[i] if i < len(spec.system_labels) else "system folder"))
-    return out
-
-
-def _files_used(folder: Path, spec: DatasetSpec) -> list[Path]:
-    """The files the reader will open: for IDX, the ``.gz`` when both forms exist."""
-    if spec.files == IDX_FILES:
-        return [folder / f"{f}.gz" if (folder / f"{f}.gz").exists() else folder / f for f in spec.files]
-    return [folder / f for f in spec.files]
+    """Each folder that may hold `spec`, in order, with a path-free label of what it is."""
+    roots = [(root, "local mirror in LSUV_DATA_DIR") for root in _env_roots()] + [(PROJECT_DATA, "project data/ folder")]
+    return [(root / sub, label) for root, label in roots for sub in spec.folders] + [
+        (Path(d), label) for d, label in zip(spec.system_dirs, spec.system_labels)]
 
 
 def _fingerprint(folder: Path, spec: DatasetSpec) -> list:
     """What a folder's copy is, cheaply: resolved path and each file's size and timestamps.
 
-    ``ctime`` changes whenever a file is replaced or rewritten, even by tools that restore
-    ``mtime`` (``cp -p``, ``tar``), so unchanged stats mean unchanged bytes in practice.
+    `ctime` changes whenever a file is replaced or rewritten, even by tools that restore
+    `mtime` (`cp -p`, `tar`), so unchanged stats mean unchanged bytes in practice.
     """
     files = []
-    for p in _files_used(folder, spec):
+    for p in (_file(folder, f, spec) for f in spec.files):
         st = p.stat()
         files.append([p.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     return [str(folder.resolve()), files]
@@ -461,10 +446,6 @@ def _md5_id(spec: DatasetSpec) -> str:
     return "md5:" + hashlib.sha256(json.dumps(sorted(spec.md5.items())).encode()).hexdigest()[:16]
 
 
-def _canonical_cache(spec: DatasetSpec, payload: dict | None) -> bool:
-    return payload is not None and payload["trusted"] in ("hub", _md5_id(spec))
-
-
 def _hub_allowed(hub: bool) -> bool:
     return hub and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True", "TRUE", "yes")
 
@@ -484,8 +465,8 @@ def _save_cache(path: Path, tensors: dict[str, torch.Tensor], source: str, *, ke
                 origin: str = "", trusted: str = "", skipped: list[str] | None = None) -> None:
     """Write atomically: a crash mid-write leaves the old cache (or none), never half a file.
 
-    ``trusted`` is ``"hub"`` or the :func:`_md5_id` the files matched, so the cache may stand in
-    for its source once the source is gone; ``""`` for anything else.
+    `trusted` is `"hub"` or the `_md5_id` the files matched, so the cache may stand in
+    for its source once the source is gone; `""` for anything else.
     """
     payload = {**tensors, "digest": _digest(tensors), "source": source, "version": CACHE_VERSION,
                "key": key, "origin": origin, "trusted": str(trusted), "skipped": list(skipped or [])}
@@ -496,31 +477,43 @@ def _save_cache(path: Path, tensors: dict[str, torch.Tensor], source: str, *, ke
 def _try_save_cache(path: Path, tensors, source: str, **meta) -> None:
     try:
         _save_cache(path, tensors, source, **meta)
-    except PermissionError as e:  # a read-only cache folder costs speed, not the data
-        warnings.warn(f"Could not write the cache {path} ({e.strerror}); the data were loaded but not cached. "
-                      "Set LSUV_CACHE_DIR to a writable folder to cache them.", DataWarning, stacklevel=4)
+    except (OSError, RuntimeError) as e:  # a read-only folder, a full disk or a file-size limit costs speed, not data
+        # torch's zip writer re-reports a failed write as a RuntimeError: name the OSError behind it.
+        os_error = next((x for x in (e, e.__context__) if isinstance(x, OSError)), None)
+        why = (os_error.strerror or str(os_error)) if os_error else str(e)
+        warnings.warn(f"Could not write the cache {path} ({why}); the data were loaded but not "
+                      "cached. Set LSUV_CACHE_DIR to a writable folder with room for them to cache them.",
+                      DataWarning, stacklevel=5)
 
 
 def _load_cache(path: Path) -> dict | None:
-    """The cache's payload, or ``None`` (with a warning) when the file is missing, stale or corrupt."""
+    """The cache's payload, or `None` (with a warning) when the file is missing, stale or damaged."""
     if not path.exists():
         return None
     try:
         payload = torch.load(path, weights_only=True)
-        if isinstance(payload.get("version"), int) and payload["version"] < CACHE_VERSION:
-            return None  # written by an older release: simply out of date, rebuilt without a warning
-        tensors = {k: payload[k] for k in TENSOR_KEYS}
-        if payload.get("version") != CACHE_VERSION:
-            raise ValueError(f"it is format version {payload.get('version')}, this library writes {CACHE_VERSION}")
-        if payload.get("digest") != _digest(tensors):
-            raise ValueError("its checksum does not match its contents")
-        for k in ("source", "key", "origin", "trusted", "skipped"):
-            payload[k]  # noqa: B018  (a KeyError here means a damaged payload)
+    except Exception:  # noqa: BLE001  torch's own text would advise weights_only=False: wrong for a damaged cache
+        payload = None
+    version = payload.get("version") if isinstance(payload, dict) else None
+    if isinstance(version, int) and version < CACHE_VERSION:
+        return None  # written by an older release: simply out of date, rebuilt without a warning
+    if not isinstance(payload, dict):
+        problem = "it could not be read as a cache file"
+    elif missing := [k for k in CACHE_FIELDS if k not in payload]:
+        problem = f"it lacks {', '.join(missing)}"
+    elif version != CACHE_VERSION:
+        problem = f"it is format version {version}, this library writes {CACHE_VERSION}"
+    elif payload["digest"] != _digest({k: payload[k] for k in TENSOR_KEYS}):
+        problem = "its checksum does not match its contents"
+    else:
         return payload
-    except Exception as e:
-        warnings.warn(f"Ignoring cache {path} ({type(e).__name__}: {e}); rebuilding it from the source files.",
-                      DataWarning, stacklevel=4)
-        return None
+    warnings.warn(f"Ignoring the cache {path}: {problem}. It is rebuilt from the source files.", DataWarning,
+                  stacklevel=4)
+    return None
+
+
+def _canonical_cache(spec: DatasetSpec, payload: dict | None) -> bool:
+    return payload is not None and payload["trusted"] in ("hub", _md5_id(spec))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -532,16 +525,32 @@ def _spec(name: str) -> DatasetSpec:
     return DATASETS[key]
 
 
-def _image_set(spec: DatasetSpec, tensors: dict, source: str, origin: str) -> ImageSet:
-    return ImageSet(spec.name, tensors["x_train"], tensors["y_train"], tensors["x_test"], tensors["y_test"],
-                    spec.classes, source, origin=origin)
+@dataclass
+class _Copy:
+    """A place that may hold a dataset: where, a path-free label, and what became of it."""
+
+    where: Path | str
+    kind: str
+    fingerprint: list | None = None  # its files' sizes and timestamps, when every file is there
+    outcome: str = ""                # why it was not used, for the error that lists every place
 
 
-def _from_cache(spec: DatasetSpec, payload: dict, path: Path, rewarn: bool = True) -> ImageSet:
-    for message in payload["skipped"] if rewarn else ():  # the broken copies it stepped over are unchanged
-        warnings.warn(message, DataWarning, stacklevel=4)
-    tensors = {k: payload[k] for k in TENSOR_KEYS}
-    return _image_set(spec, tensors, f"{payload['source']} (cached in {path})", f"cache of {payload['origin']}")
+def _copies(spec: DatasetSpec) -> list[_Copy]:
+    """Every candidate folder in order: the complete ones get a fingerprint, the others a reason."""
+    copies = []
+    for folder, kind in _local_candidates(spec):
+        c = _Copy(folder, kind)
+        if not folder.is_dir():
+            c.outcome = "no such folder"
+        elif missing := [f for f in spec.files if _file(folder, f, spec) is None]:
+            c.outcome = f"missing {', '.join(missing)}"
+        else:
+            try:
+                c.fingerprint = _fingerprint(folder, spec)
+            except OSError as e:
+                c.outcome = f"could not be read ({e.strerror})"
+        copies.append(c)
+    return copies
 
 
 def _sentence(text: str) -> str:
@@ -549,121 +558,102 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
-def _skip_message(spec: DatasetSpec, folder: Path, kind: str, err: DataError, used: str) -> str:
-    return (f"Skipped a broken copy of {_title(spec.name)} ({kind}, {folder}): {_sentence(err)} "
+def _skip_message(spec: DatasetSpec, c: _Copy, err: DataError, used: str) -> str:
+    return (f"Skipped a broken copy of {_title(spec.name)} ({c.kind}, {c.where}): {_sentence(err)} "
             f"Loaded {_title(spec.name)} from the next source instead: {used}.")
+
+
+def _image_set(spec: DatasetSpec, tensors: dict, source: str, origin: str, skipped: list[str]) -> ImageSet:
+    """The loaded data, after a warning for each broken copy passed over on the way."""
+    for message in skipped:
+        warnings.warn(message, DataWarning, stacklevel=4)
+    return ImageSet(spec.name, *(tensors[k] for k in TENSOR_KEYS), spec.classes, source, origin=origin)
+
+
+def _from_cache(spec: DatasetSpec, payload: dict, path: Path, skipped: list[str]) -> ImageSet:
+    return _image_set(spec, payload, f"{payload['source']} (cached in {path})", f"cache of {payload['origin']}",
+                      skipped)
+
+
+def _loaded(spec: DatasetSpec, tensors: dict, source: str, origin: str, broken: list, cache: Path | None,
+            key: str, trusted: str) -> ImageSet:
+    """Data read from a source: cached (if `cache`) under `key`, with the copies passed over on the way."""
+    skipped = [_skip_message(spec, c, e, origin) for c, e in broken]
+    if cache is not None:
+        _try_save_cache(cache, tensors, source, key=key, origin=origin, trusted=trusted, skipped=skipped)
+    return _image_set(spec, tensors, source, origin, skipped)
 
 
 def _load(spec: DatasetSpec, verify: bool, cache: bool, hub: bool) -> ImageSet:
     path = cache_dir() / f"{spec.name}.pt" if cache else None
     cached = _load_cache(path) if cache else None
+    copies = _copies(spec)
+    found = [c for c in copies if c.fingerprint is not None]
+    # A cache serves only the inputs it was built from: the copies tried before the one it holds
+    # (broken then and, unchanged, broken now), that copy, and the checks applied.
+    keys = [_cache_key(spec, verify, [c.fingerprint for c in found[:k + 1]]) for k in range(len(found))]
+    hub_key = _cache_key(spec, verify, [c.fingerprint for c in found] + [["hub", *spec.hub]])
+    if cached is not None and cached["key"] in (*keys, hub_key):
+        return _from_cache(spec, cached, path, cached["skipped"])
 
-    # Every candidate folder, in order: complete ones get a fingerprint, the rest a reason.
-    looked: list[list] = []          # [folder, kind, fingerprint | None, line]
-    for folder, kind in _local_candidates(spec):
-        if not folder.is_dir():
-            looked.append([folder, kind, None, "no such folder"])
-            continue
-        missing = _has_files(folder, spec)
-        if missing:
-            looked.append([folder, kind, None, f"missing {', '.join(missing)}"])
-            continue
+    broken: list[tuple[_Copy, DataError]] = []
+    read = _read_svhn if spec.name == "svhn" else _read_idx
+    for c, key in zip(found, keys):
         try:
-            looked.append([folder, kind, _fingerprint(folder, spec), ""])
-        except OSError as e:
-            looked.append([folder, kind, None, f"could not be read ({e.strerror})"])
-    found = [entry for entry in looked if entry[2] is not None]
-    repo, config = spec.hub
-    hub_input = ["hub", repo, config]
-
-    # 1. The cache, if it was built from exactly these inputs (the same earlier copies failing
-    #    the same way, then the same copy read with the same checks).
-    if cached is not None:
-        prefixes = [[e[2] for e in found[:k]] for k in range(1, len(found) + 1)]
-        prefixes.append([e[2] for e in found] + [hub_input])
-        if any(cached["key"] == _cache_key(spec, verify, inputs) for inputs in prefixes):
-            return _from_cache(spec, cached, path)
-
-    # 2. Each complete local copy in order; a broken one is reported and the next one tried.
-    failures: list[tuple[list, DataError]] = []
-    for i, entry in enumerate(found):
-        folder, kind, fp, _ = entry
-        reader = _read_svhn if spec.name == "svhn" else _read_idx
-        try:
-            tensors, canonical = reader(folder, spec, verify)
+            tensors, canonical = read(c.where, spec, verify)
         except DataError as e:
-            failures.append((entry, e))
-            entry[3] = f"FAILED: {e}"
+            c.outcome = f"FAILED: {e}"
+            broken.append((c, e))
             continue
-        except OSError as e:
-            err = DataError(f"{folder} could not be read: {e}", brief=f"could not be read ({e.strerror})")
-            failures.append((entry, err))
-            entry[3] = f"FAILED: {err}"
-            continue
-        origin = f"{kind}, {_md5_label(verify, canonical)}"
-        skipped = [_skip_message(spec, f[0], f[1], e, origin) for f, e in failures]
-        for message in skipped:
-            warnings.warn(message, DataWarning, stacklevel=3)
-        if cache:
-            _try_save_cache(path, tensors, str(folder), key=_cache_key(spec, verify, [e[2] for e in found[:i + 1]]),
-                            origin=origin, trusted=_md5_id(spec) if canonical else "", skipped=skipped)
-        return _image_set(spec, tensors, str(folder), origin)
+        return _loaded(spec, tensors, str(c.where), f"{c.kind}, {_md5_label(verify, canonical)}", broken, path,
+                       key, _md5_id(spec) if canonical else "")
 
-    # 3. No local copy worked: a cache of checked (or Hub) data is still the canonical dataset.
-    if _canonical_cache(spec, cached):
+    if _canonical_cache(spec, cached):  # no local copy works, but checked (or Hub) data are the dataset itself
         used = f"cache of {cached['origin']}"
-        for f, e in failures:
-            warnings.warn(_skip_message(spec, f[0], f[1], e, used), DataWarning, stacklevel=3)
-        return _from_cache(spec, cached, path, rewarn=False)
+        return _from_cache(spec, cached, path, [_skip_message(spec, c, e, used) for c, e in broken])
 
-    # 4. The Hub.
-    hub_id = f"{repo}" + (f"/{config}" if config else "")
+    repo, config = spec.hub
+    hub_id = repo + (f"/{config}" if config else "")
+    hub_copy = _Copy(f"Hugging Face Hub {repo}", f"Hugging Face Hub {hub_id}",
+                     outcome="skipped (offline: HF_HUB_OFFLINE is set or hub=False)")
     if _hub_allowed(hub):
         try:
             import datasets
 
             tensors = from_hub_dataset(datasets.load_dataset(repo, config))
         except DataError as e:
-            failures.append(([None, f"Hugging Face Hub {hub_id}", None, ""], e))
-            hub_line = f"  - Hugging Face Hub {repo}: FAILED: {e}"
-        except Exception as e:  # offline, missing package, or the Hub said no
-            hub_line = f"  - Hugging Face Hub {repo}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            hub_copy.outcome = f"FAILED: {e}"
+            broken.append((hub_copy, e))
+        except Exception as e:  # noqa: BLE001  offline, missing package, or the Hub said no
+            hub_copy.outcome = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         else:
-            origin = f"Hugging Face Hub {hub_id}"
-            skipped = [_skip_message(spec, f[0], f[1], e, origin) for f, e in failures]
-            for message in skipped:
-                warnings.warn(message, DataWarning, stacklevel=3)
-            if cache:
-                _try_save_cache(path, tensors, f"huggingface:{hub_id}",
-                                key=_cache_key(spec, verify, [e[2] for e in found] + [hub_input]),
-                                origin=origin, trusted="hub", skipped=skipped)
-            return _image_set(spec, tensors, f"huggingface:{hub_id}", origin)
-    else:
-        hub_line = f"  - Hugging Face Hub {repo}: skipped (offline: HF_HUB_OFFLINE is set or hub=False)"
+            return _loaded(spec, tensors, f"huggingface:{hub_id}", hub_copy.kind, broken, path, hub_key, "hub")
+    raise _not_loaded(spec, [*copies, hub_copy], broken)
 
-    # 5. Nothing worked: say everything that was tried, and how to provide the files.
-    lines = [f"  - {folder}: {line}" for folder, _, _, line in looked] + [hub_line]
+
+def _not_loaded(spec: DatasetSpec, places: list[_Copy], broken: list[tuple[_Copy, DataError]]) -> DataError:
+    """Everything that was tried, and how to provide the files."""
+    looked = "\n".join(f"  - {c.where}: {c.outcome}" for c in places)
     names = ", ".join(spec.files) + (" (each may be .gz)" if spec.files == IDX_FILES else "")
     advice = (f"\nTo provide it, put {names} in a folder named '{spec.folders[0]}' inside "
               f"{PROJECT_DATA} or inside a folder listed in $LSUV_DATA_DIR, or run online so the Hub copy can be fetched.")
-    if failures:
-        n = len(failures)
-        head = (f"Dataset '{spec.name}' could not be loaded: {n} cop{'y' if n == 1 else 'ies'} found "
-                f"failed {'its' if n == 1 else 'their'} checks, and no other source has it. Looked in:\n")
-        brief = "; ".join(f"{f[1]}: {e.brief}" for f, e in failures)
-        raise DataError(head + "\n".join(lines) + advice, brief=brief, failures=[str(e) for _, e in failures])
-    raise DataError(f"Dataset '{spec.name}' was not found. Looked in:\n" + "\n".join(lines) + advice,
-                    brief="not found on this machine", missing=True)
+    if not broken:
+        return DataError(f"Dataset '{spec.name}' was not found. Looked in:\n{looked}{advice}",
+                         brief="not found on this machine", missing=True)
+    n = len(broken)
+    return DataError(f"Dataset '{spec.name}' could not be loaded: {n} cop{'y' if n == 1 else 'ies'} found failed "
+                     f"{'its' if n == 1 else 'their'} checks, and no other source has it. Looked in:\n{looked}{advice}",
+                     brief="; ".join(f"{c.kind}: {e.brief}" for c, e in broken), failures=[str(e) for _, e in broken])
 
 
 def load_images(name: str, *, verify: bool = True, cache: bool = True, hub: bool = True) -> ImageSet:
-    """Load a dataset by name (``mnist``, ``fashion_mnist`` or ``svhn``) as an :class:`ImageSet`.
+    """Load a dataset by name (`mnist`, `fashion_mnist` or `svhn`) as an `ImageSet`.
 
-    SVHN is converted to grayscale with PIL's luma formula, as the blog did. ``verify``
-    checks canonical files against their known MD5; ``cache`` reads and writes the
-    converted tensors under :func:`cache_dir`; ``hub=False`` never touches the network.
-    A copy that fails its checks is reported (:class:`DataWarning`) and the next source
-    tried; if none works, the :class:`DataError` lists every place looked and why.
+    SVHN is converted to grayscale with PIL's luma formula, as the blog did. `verify`
+    checks canonical files against their known MD5; `cache` reads and writes the
+    converted tensors under `cache_dir`; `hub=False` never touches the network.
+    A copy that fails its checks is reported (`DataWarning`) and the next source
+    tried; if none works, the `DataError` lists every place looked and why.
     """
     spec = _spec(name)
     _warn_data_dir()
@@ -671,14 +661,12 @@ def load_images(name: str, *, verify: bool = True, cache: bool = True, hub: bool
 
 
 def available(name: str) -> bool:
-    """True when ``name`` can be loaded without the network (cache or a local copy)."""
-    spec = DATASETS[name]
-    return (cache_dir() / f"{name}.pt").exists() or any(
-        d.is_dir() and not _has_files(d, spec) for d, _ in _local_candidates(spec))
+    """True when `name` can be loaded without the network (cache or a local copy)."""
+    return (cache_dir() / f"{name}.pt").exists() or any(c.fingerprint for c in _copies(DATASETS[name]))
 
 
 def best_available(preferred: tuple[str, ...] = AUTO_ORDER) -> str:
-    """The first dataset in ``preferred`` that is on this machine (the book's stand-in rule)."""
+    """The first dataset in `preferred` that is on this machine (the book's stand-in rule)."""
     for name in preferred:
         if available(name):
             return name
@@ -694,22 +682,18 @@ def clear_cache(name: str | None = None) -> None:
 
 
 def _fallback_note(passed: list[tuple[DatasetSpec, DataError]], used: str, order: tuple[str, ...]) -> str:
-    reasons = []
-    for spec, e in passed:
-        if e.missing:
-            reasons.append(f"{_title(spec.name)} was not found")
-        else:
-            reasons.append(f"{_title(spec.name)} was found but failed its checks ({e.brief})")
+    reasons = [f"{_title(spec.name)} was not found" if e.missing else
+               f"{_title(spec.name)} was found but failed its checks ({e.brief})" for spec, e in passed]
     joined = reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + " and " + reasons[-1]
     return (f"{joined[:1].upper()}{joined[1:]}, so this run uses {_title(used)}, the next dataset in the "
             f"book's order ({', '.join(_title(n) for n in order)}).")
 
 
 def _load_first(names: tuple[str, ...]) -> ImageSet:
-    """The first of ``names`` that loads from anywhere (cache, mirror, system folder or Hub).
+    """The first of `names` that loads from anywhere (cache, mirror, system folder or Hub).
 
-    A dataset passed over is named in the result's ``notes``; one passed over because its
-    copies were broken (not merely absent) is also a :class:`DataWarning`.
+    A dataset passed over is named in the result's `notes`; one passed over because its
+    copies were broken (not merely absent) is also a `DataWarning`.
     """
     _warn_data_dir()
     passed: list[tuple[DatasetSpec, DataError]] = []
@@ -742,13 +726,22 @@ def prepare(dataset: str = "auto", size: int | None = 32, n_train: int | None = 
             n_test: int | None = None) -> ImageSet:
     """Load a dataset for a chapter, then pad and subset it.
 
-    ``"auto"`` takes the first of SVHN, Fashion-MNIST and MNIST that can be loaded,
-    locally or from the Hub; a dataset passed over is named in ``notes`` (and, when its
-    copies were broken rather than absent, in a warning).
-
-    The blog's CNN expects 32x32 inputs (SVHN's size), so 28x28 images are padded to it.
+    `"auto"` takes the first of SVHN, Fashion-MNIST and MNIST that can be loaded,
+    locally or from the Hub; a dataset passed over is named in `notes` (and, when its
+    copies were broken rather than absent, in a warning). The blog's CNN expects 32x32
+    inputs (SVHN's size), so 28x28 images are padded to it. A split with fewer than
+    `MIN_PER_CLASS` images per class is a `DataWarning`: its accuracies mean nothing.
     """
     ds = _load_first(AUTO_ORDER) if dataset == "auto" else load_images(dataset)
     if size is not None:
         ds = ds.padded(size)
-    return ds.subset(n_train, n_test)
+    ds = ds.subset(n_train, n_test)
+    small = [(_images(len(x), split), arg) for x, split, arg in
+             ((ds.x_train, "training", "n_train"), (ds.x_test, "test", "n_test"))
+             if len(x) < MIN_PER_CLASS * len(ds.classes)]
+    if small:
+        warnings.warn(f"Only {' and '.join(n for n, _ in small)} for {len(ds.classes)} classes (fewer than "
+                      f"{MIN_PER_CLASS} per class): this run's accuracies mean nothing. Use a larger "
+                      f"{' and '.join(arg for _, arg in small)}, or None for the whole split.", DataWarning,
+                      stacklevel=2)
+    return ds

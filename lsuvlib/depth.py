@@ -2,10 +2,10 @@
 
 The question is the one Mishkin & Matas (2016, arXiv:1511.06422) put: can a deep, thin
 network without normalisation layers train from scratch, and does the initialisation
-decide it? :func:`plain_mlp` builds such a network of any depth; :data:`SCHEMES` names
-each initialisation with one line on what it does; :func:`train_setup` turns a scheme
-into the arguments :func:`lsuvlib.train` takes, so every scheme is trained by the same
-code from the same seed; :func:`init_profile` measures what a scheme leaves at
+decide it? `plain_mlp` builds such a network of any depth; `SCHEMES` names
+each initialisation with one line on what it does; `train_setup` turns a scheme
+into the arguments `lsuvlib.train` takes, so every scheme is trained by the same
+code from the same seed; `init_profile` measures what a scheme leaves at
 initialisation, layer by layer.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .hooks import Hooks
-from .init import WEIGHT_LAYERS, init_kaiming
+from .init import WEIGHT_LAYERS, init_kaiming, init_orthonormal
 from .models import GeneralRelu
 
 
@@ -32,16 +32,6 @@ class Scheme:
     what: str
     init: Callable[[nn.Module], nn.Module] | None = None
     lsuv: Mapping | None = None
-
-
-def init_orthonormal(model: nn.Module) -> nn.Module:
-    """Random orthonormal weights (``nn.init.orthogonal_``, gain 1; Saxe et al. 2014) and zero biases."""
-    for m in model.modules():
-        if isinstance(m, WEIGHT_LAYERS):
-            nn.init.orthogonal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return model
 
 
 SCHEMES: dict[str, Scheme] = {
@@ -63,10 +53,10 @@ SCHEMES: dict[str, Scheme] = {
 
 def plain_mlp(depth: int, width: int, in_features: int = 784, n_classes: int = 10,
               act: Callable[[], nn.Module] = lambda: GeneralRelu(sub=0.0)) -> nn.Sequential:
-    """A plain MLP with ``depth`` weight layers: in -> width, (depth - 2) x width -> width, width -> classes.
+    """A plain MLP with `depth` weight layers: in -> width, (depth - 2) x width -> width, width -> classes.
 
-    Every hidden layer is followed by ``act`` (a ReLU that carries a ``sub`` shift, so
-    the LSUV variants that centre means have something to move; at ``sub=0`` it is a
+    Every hidden layer is followed by `act` (a ReLU that carries a `sub` shift, so
+    the LSUV variants that centre means have something to move; at `sub=0` it is a
     plain ReLU). No normalisation, no skip connections: nothing but the initial weights
     keeps the signal in range. Inputs of any shape are flattened first.
     """
@@ -93,7 +83,7 @@ def _build(depth: int, width: int, in_features: int, n_classes: int, init) -> nn
 
 
 def train_setup(scheme: str, depth: int, width: int, in_features: int = 784, n_classes: int = 10) -> dict:
-    """``make_model`` and ``lsuv`` arguments for :func:`lsuvlib.train` / ``over_seeds`` for one scheme.
+    """`make_model` and `lsuv` arguments for `lsuvlib.train` / `over_seeds` for one scheme.
 
     The model is built right after the run seeds the generators, so for a given seed
     every scheme starts from the same PyTorch default weights before its own rule runs.
@@ -104,12 +94,12 @@ def train_setup(scheme: str, depth: int, width: int, in_features: int = 784, n_c
 
 
 def layer_output_stds(model: nn.Module, xb: torch.Tensor, over: str = "all") -> list[float]:
-    """Std of every weight layer's output (before its activation) on ``xb``, in execution order.
+    """Std of every weight layer's output (before its activation) on `xb`, in execution order.
 
-    ``over="all"``: the std of every element of the output, what LSUV measures and sets.
-    ``over="batch"``: each unit's std across the batch, root-mean-squared over units: the
+    `over="all"`: the std of every element of the output, what LSUV measures and sets.
+    `over="batch"`: each unit's std across the batch, root-mean-squared over units: the
     part of the output that depends on the input. A deep net whose biases dominate can
-    keep a sizeable ``"all"`` std while its ``"batch"`` std, the signal, has vanished.
+    keep a sizeable `"all"` std while its `"batch"` std, the signal, has vanished.
     """
     if over not in ("all", "batch"):
         raise ValueError(f"over must be 'all' or 'batch', got {over!r}")
@@ -133,9 +123,9 @@ def layer_output_stds(model: nn.Module, xb: torch.Tensor, over: str = "all") -> 
 
 def init_profile(scheme: str, depth: int, width: int, xb: torch.Tensor, seed: int,
                  over: str = "all", n_classes: int = 10) -> list[float]:
-    """:func:`layer_output_stds` of a freshly initialised network, seeded and built as :func:`lsuvlib.train` does.
+    """`layer_output_stds` of a freshly initialised network, seeded and built as `lsuvlib.train` does.
 
-    ``xb`` is the batch LSUV would use (the run's first training batch); the same batch
+    `xb` is the batch LSUV would use (the run's first training batch); the same batch
     is measured for every scheme.
     """
     from .lsuv import lsuv_init
@@ -150,11 +140,11 @@ def init_profile(scheme: str, depth: int, width: int, xb: torch.Tensor, seed: in
 
 
 def depth_reach(trains: Mapping[int, bool]) -> dict:
-    """How deep a scheme trains, from ``{depth: trains there}``.
+    """How deep a scheme trains, from `{depth: trains there}`.
 
-    ``trains_at`` lists the depths where it trains, ``deepest`` the largest of them
-    (None if none), ``first_failure`` the shallowest depth where it does not (None if
-    it trains everywhere), and ``trains_again`` the depths beyond that first failure
+    `trains_at` lists the depths where it trains, `deepest` the largest of them
+    (None if none), `first_failure` the shallowest depth where it does not (None if
+    it trains everywhere), and `trains_again` the depths beyond that first failure
     where it trains once more (a non-monotone result the prose must not hide).
     """
     depths = sorted(trains)
@@ -170,8 +160,8 @@ def plot_accuracy_by_depth(curves: Mapping[str, Mapping[str, Sequence[float]]], 
                            title: str = "Test accuracy against depth") -> Figure:
     """Mean test accuracy against depth, one line per scheme, with a shaded band per scheme.
 
-    ``curves[label]`` holds equal-length lists ``depth``, ``mean``, ``low``, ``high``
-    (e.g. a 95% confidence interval over seeds). ``chance`` and ``threshold`` draw the
+    `curves[label]` holds equal-length lists `depth`, `mean`, `low`, `high`
+    (e.g. a 95% confidence interval over seeds). `chance` and `threshold` draw the
     guessing level and the "trains" line.
     """
     fig = Figure(figsize=(8, 4), layout="constrained")

@@ -1,20 +1,20 @@
 """One training run from a seed, and the same run over several seeds."""
 from __future__ import annotations
 
+import numbers
 import time
-import warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .activations import ActivationStats
 from .batches import dataloaders
-from .learner import EpochLR, Learner, final
+from .learner import EpochLR, Learner, final, warn_stopped
 from .lsuv import LSUVCallback, LSUVReport, measure_activations
-from .runtime import default_device, progress_line, set_seed
+from .runtime import check_positive, default_device, progress_line, set_seed
 from .stats import summarise
 from .workers import imap, plan
 
@@ -28,7 +28,7 @@ AUTO_TOGETHER_ON = ("cuda",)
 
 @dataclass
 class Run:
-    """Everything one seeded run produced; :meth:`to_dict` keeps the plain-data part."""
+    """Everything one seeded run produced; `to_dict` keeps the plain-data part."""
 
     seed: int
     history: list[dict]
@@ -43,7 +43,7 @@ class Run:
 
     @property
     def diverged(self) -> bool:
-        """True when training stopped early: a non-finite loss or a runaway one (see ``learner``)."""
+        """True when training stopped early because the run diverged (the rule is in `lsuvlib.learner`)."""
         return self.stopped is not None
 
     def to_dict(self) -> dict:
@@ -59,11 +59,13 @@ def train(make_model: Callable[[], nn.Module], ds: "ImageSet", *, seed: int, epo
           progress: bool = True) -> Run:
     """Seed everything, build the model, optionally LSUV-initialise it, and train.
 
-    ``seed`` fixes both the initial weights and the order of training batches, so two
-    calls with the same arguments give identical histories on the CPU. ``lsuv`` is a
-    variant name or a dict of :func:`lsuv_init` arguments (with ``variant``); ``lrs``
-    gives a learning rate per epoch instead of the constant ``lr``.
+    `seed` fixes both the initial weights and the order of training batches, so two
+    calls with the same arguments give identical histories on the CPU. `lsuv` is a
+    variant name or a dict of `lsuv_init` arguments (with `variant`); `lrs`
+    gives a learning rate per epoch instead of the constant `lr`. A run that diverges
+    stops early and is still returned: `Run.stopped` says why.
     """
+    _check_numbers(epochs=epochs, lr=lr, batch_size=batch_size)
     model, dls = _model_and_data(make_model, ds, seed, batch_size=batch_size, normalise=normalise, device=device)
     cbs: list = []
     lsuv_cb = stats = None
@@ -83,6 +85,12 @@ def train(make_model: Callable[[], nn.Module], ds: "ImageSet", *, seed: int, epo
                lsuv_cb.report if lsuv_cb else None, after, model, torch.get_num_threads())
 
 
+def _check_numbers(*, epochs, lr, batch_size) -> None:
+    check_positive("epochs", epochs, whole=True)
+    check_positive("lr", lr)
+    check_positive("batch_size", batch_size, whole=True)
+
+
 def _lsuv_callback(lsuv: str | dict) -> LSUVCallback:
     return LSUVCallback(**({"variant": lsuv} if isinstance(lsuv, str) else dict(lsuv)))
 
@@ -96,7 +104,7 @@ def _model_and_data(make_model, ds, seed, *, batch_size, normalise, device):
 
 
 def _prepared(make_model, ds, seed, *, batch_size, normalise, lsuv, device):
-    """What :func:`train` does before its first training batch, without training: same RNG use."""
+    """What `train` does before its first training batch, without training: same RNG use."""
     model, dls = _model_and_data(make_model, ds, seed, batch_size=batch_size, normalise=normalise, device=device)
     model.to(dls.train.device)
     report = None
@@ -117,36 +125,38 @@ def _use_together(together: bool | str, n: int, device: str) -> bool:
 
 def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", workers: int | str = "auto",
                record_stats: bool = False, group_size: int = 10, label: str = "", **kwargs) -> list[Run]:
-    """The same run once per seed: ``kwargs`` are :func:`train`'s (``make_model``, ``ds``, ``epochs``...).
+    """The same run once per seed: `kwargs` are `train`'s (`make_model`, `ds`, `epochs`...).
 
-    ``together=True`` trains the seeds as one stacked model (:mod:`lsuvlib.together`), in
-    groups of at most ``group_size`` (bounds memory); each seed keeps its own initial
+    `together=True` trains the seeds as one stacked model (`lsuvlib.together`), in
+    groups of at most `group_size` (bounds memory); each seed keeps its own initial
     weights, LSUV, batch order and momentum, so its run equals the one-at-a-time run to
-    float rounding. ``together=False`` is the one-at-a-time reference path; ``"auto"``
-    (default) stacks on CUDA only, where it pays (``AUTO_TOGETHER_ON``).
+    float rounding. `together=False` is the one-at-a-time reference path; `"auto"`
+    (default) stacks on CUDA only, where it pays (`AUTO_TOGETHER_ON`).
 
-    When the seeds are not stacked, ``workers`` decides where they train: ``1`` one after
-    another in this process (the reference path), ``N > 1`` in N forked one-thread worker
-    processes (:mod:`lsuvlib.workers`, Linux CPU only), ``"auto"`` (default) takes N from
-    ``$LSUV_WORKERS`` and is 1 without it: on the 2-core CPU measured, workers did not make
-    the book's build faster. Each run is :func:`train` either way, so a seed's run in a
+    When the seeds are not stacked, `workers` decides where they train: `1` one after
+    another in this process (the reference path), `N > 1` in N forked one-thread worker
+    processes (`lsuvlib.workers`, Linux CPU only), `"auto"` (default) takes N from
+    `$LSUV_WORKERS` and is 1 without it: on the 2-core CPU measured, workers did not make
+    the book's build faster. Each run is `train` either way, so a seed's run in a
     worker equals the same run in this process at the same thread count, and the runs come
     back in seed order. benchmarks/seeds_speed.py measures all three paths.
     Only the first seed records activation statistics (for charts). Progress ("k/N runs
-    done, about M min left") goes to :func:`runtime.progress_line`.
+    done, about M min left") goes to `runtime.progress_line`.
     """
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("need at least one seed")
+    given = seeds
+    seeds = list(seeds) if isinstance(seeds, Iterable) and not isinstance(seeds, (str, bytes)) else []
+    if not seeds or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise TypeError(f"seeds must be a non-empty list of whole numbers such as [0, 1, 2] or seeds_from(0, 5), "
+                        f"got {given!r} ({type(given).__name__})")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    if not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    check_positive("group_size", group_size, whole=True)
     if "seed" in kwargs:
         raise TypeError("over_seeds takes seeds=[...], not seed=")
     missing = [k for k in ("make_model", "ds", "epochs", "lr", "batch_size") if k not in kwargs]
     if missing:
         raise TypeError(f"over_seeds needs {', '.join(missing)} (the arguments of train)")
+    _check_numbers(epochs=kwargs["epochs"], lr=kwargs["lr"], batch_size=kwargs["batch_size"])
     stack = _use_together(together, len(seeds), kwargs.get("device", "auto"))
     if stack:
         from .together import NotStackable, check_stackable
@@ -186,7 +196,7 @@ def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", workers: 
 
 
 def _in_workers(seeds, n_workers, record_stats, report_progress, runs, kwargs) -> list[Run]:
-    """:func:`train` once per seed in ``n_workers`` forked processes; ``runs`` fills as they finish."""
+    """`train` once per seed in `n_workers` forked processes; `runs` fills as they finish."""
     show_bar = kwargs.pop("progress", True)
     first = seeds[0]
     job = lambda s: train(seed=s, record_stats=record_stats and s == first, progress=False, **kwargs)  # noqa: E731
@@ -212,7 +222,7 @@ def _minutes(seconds: float) -> str:
 
 def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_size, momentum=0.0, normalise=False,
                     lsuv=None, lrs=None, device="auto", progress=True) -> list[Run]:
-    """Several seeds through :func:`lsuvlib.together.fit_together`; Runs shaped like :func:`train`'s."""
+    """Several seeds through `lsuvlib.together.fit_together`; Runs shaped like `train`'s."""
     from .together import fit_together
 
     prepared = [_prepared(make_model, ds, s, batch_size=batch_size, normalise=normalise, lsuv=lsuv, device=device)
@@ -223,7 +233,7 @@ def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_s
     runs = []
     for i, (s, (model, d, report)) in enumerate(zip(seeds, prepared)):
         if res.stopped[i]:
-            warnings.warn(f"seed {s}: {res.stopped[i]}")
+            warn_stopped(res.stopped[i], f"seed {s}: ")
         after = measure_activations(model, d.train.one_batch()[0])
         # seconds: the group's wall time shared equally, i.e. what this seed cost.
         runs.append(Run(s, res.history[i], res.batch_losses[i], res.seconds / len(seeds), res.stopped[i], None,
@@ -232,17 +242,16 @@ def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_s
 
 
 def seeds_from(base: int, n: int) -> list[int]:
-    """``n`` consecutive seeds starting at ``base``: the book's convention for multi-seed runs."""
-    if n < 1:
-        raise ValueError(f"n_seeds must be at least 1, got {n}")
+    """`n` consecutive seeds starting at `base`: the book's convention for multi-seed runs."""
+    check_positive("n_seeds", n, whole=True)
     return list(range(base, base + n))
 
 
 def summarise_final(runs: Sequence[Run], phase: str = "eval", metric: str = "accuracy") -> dict:
-    """:func:`stats.summarise` of the last epoch's ``metric`` over the runs that finished.
+    """`stats.summarise` of the last epoch's `metric` over the runs that finished.
 
-    A run stopped early (its loss became NaN or infinite) has no final value to average;
-    ``n_stopped`` counts those runs, so a summary never hides them.
+    A diverged run has no final value to average; `n_stopped` counts those runs, so a
+    summary never hides them.
     """
     finished = [run for run in runs if not run.stopped]
     values = [final(run.history, phase, metric) for run in finished]

@@ -1,8 +1,27 @@
-"""A small training loop with callbacks, SGD (optionally with momentum) and per-epoch metrics.
+r"""A small training loop with callbacks, SGD (optionally with momentum) and per-epoch metrics.
 
-The loop is visible in :meth:`Learner.fit`: for each epoch a training pass and an
-evaluation pass. Metrics are summed on the device and read once per epoch, so a GPU
-never waits on a per-batch ``.item()``.
+The loop is visible in `Learner.fit`: for each epoch a training pass and an evaluation
+pass. Metrics are summed on the device and read once per epoch, so a GPU never waits on
+a per-batch `.item()`.
+
+## Divergence
+
+This module owns the rule that says a run has diverged; `together` applies the same
+functions to each of its stacked copies. A run has diverged when the mean loss of the
+current pass (training or eval, over the batches seen so far) is NaN, infinite, or
+above
+
+$$\text{threshold} = 10 \cdot \max(\ell_1, \ln C),$$
+
+where $\ell_1$ is the loss of the run's first training batch, $C$ the number of
+classes, and $\ln C$ the loss of a uniform guess (`DIVERGE_FACTOR` is the 10). A healthy
+run falls below $\ln C$ within a few batches. A mean over the pass leaves a noisy batch
+or two alone, yet one batch whose weights blew up (a loss of $10^{20}$, say) is enough,
+even if the losses after it settle near a uniform guess. The rule is checked every
+`CHECK_EVERY` training batches (one host sync) and at the end of every pass, so a run
+whose loss is far above a uniform guess when it ends is diverged however short it was.
+A diverged run stops; `Learner.stopped` (and `Run.stopped`) says why in a few words, e.g.
+"training loss became NaN in epoch 2", and its history keeps the epochs it ran.
 """
 from __future__ import annotations
 
@@ -16,31 +35,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import DataLoaders
+from .runtime import check_positive
 
-NAN_CHECK_EVERY = 16  # batches between finiteness checks: a host sync, so not every batch
-# Runaway divergence: a finite loss this many times above max(first batch loss, ln(n_classes))
-# (a uniform guess's loss) for DIVERGE_BATCHES training batches in a row. A healthy run sits
-# below ln(n_classes) within a few batches; a factor of 10 leaves noisy starts alone.
+CHECK_EVERY = 16  # training batches between divergence checks: each is a host sync, so not every batch
 DIVERGE_FACTOR = 10.0
-DIVERGE_BATCHES = 8  # <= NAN_CHECK_EVERY, so every window is seen by some check
 
 
-def divergence_threshold(start_loss: float | torch.Tensor, n_classes: int) -> float | torch.Tensor:
-    """The loss above which a batch counts towards runaway divergence (see ``DIVERGE_FACTOR``)."""
+def divergence_threshold(first_loss: float | torch.Tensor, n_classes: int) -> torch.Tensor:
+    r"""$10 \cdot \max(\ell_1, \ln C)$ for a first loss $\ell_1$ (a tensor: one per stacked copy).
+
+    A first loss that is not finite counts as a uniform guess's, $\ln C$.
+    """
     uniform = math.log(max(n_classes, 2))
-    if isinstance(start_loss, torch.Tensor):
-        return DIVERGE_FACTOR * start_loss.nan_to_num(uniform, uniform, uniform).clamp_min(uniform)
-    return DIVERGE_FACTOR * max(start_loss if math.isfinite(start_loss) else uniform, uniform)
+    first = torch.as_tensor(first_loss, dtype=torch.float32)
+    return DIVERGE_FACTOR * first.nan_to_num(uniform, uniform, uniform).clamp_min(uniform)
 
 
-def diverged_message(epoch: int, threshold: float, last: float) -> str:
-    return (f"Training stopped in epoch {epoch}: the training loss diverged (above {threshold:.3g} for "
-            f"{DIVERGE_BATCHES} batches in a row, last {last:.3g}). Lower the learning rate or fix the "
-            "initialisation.")
+def diverged(mean_loss: float | torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Element-wise: is this pass's mean loss NaN, infinite or above `threshold`?"""
+    mean_loss = torch.as_tensor(mean_loss)
+    return ~torch.isfinite(mean_loss) | (mean_loss > threshold)
+
+
+def stop_reason(phase: str, mean_loss: float, epoch: int) -> str:
+    """Why a run stopped, for a page: e.g. "training loss became NaN in epoch 2" (epochs count from 1)."""
+    if math.isnan(mean_loss):
+        what = "became NaN"
+    elif math.isinf(mean_loss):
+        what = "became infinite"
+    else:
+        what = f"diverged to {mean_loss:.3g}"
+    return f"{'training' if phase == 'train' else phase} loss {what} in epoch {epoch + 1}"
+
+
+def warn_stopped(reason: str, who: str = "") -> None:
+    warnings.warn(f"{who}Training stopped: the {reason}. Lower the learning rate or fix the initialisation.",
+                  stacklevel=3)
 
 
 class Callback:
-    """Override any of the moments below; each receives the :class:`Learner`."""
+    """Override any of the moments below; each receives the `Learner`."""
 
     order = 0
 
@@ -53,7 +87,7 @@ class Callback:
 
 
 class EpochLR(Callback):
-    """Use ``lrs[epoch]`` as the learning rate of each epoch (the notebook's schedule)."""
+    """Use `lrs[epoch]` as the learning rate of each epoch (the notebook's schedule)."""
 
     def __init__(self, lrs: Sequence[float]):
         self.lrs = list(lrs)
@@ -68,23 +102,21 @@ class EpochLR(Callback):
 
 
 class Learner:
-    """Train ``model`` on ``dls`` with SGD.
+    """Train `model` on `dls` with SGD.
 
-    ``momentum=0`` is the blog's plain ``Learner``; ``momentum=0.85`` is its
-    ``MomentumLearner``, whose "multiply old gradients by 0.85 instead of zeroing them"
-    is exactly ``torch.optim.SGD(momentum=0.85)``.
+    `momentum=0` is the blog's plain `Learner`; `momentum=0.85` is its
+    `MomentumLearner`, whose "multiply old gradients by 0.85 instead of zeroing them"
+    is exactly `torch.optim.SGD(momentum=0.85)`.
 
-    After :meth:`fit`, ``history`` holds one row per epoch and phase
-    (``epoch, phase, loss, accuracy, seconds``) and ``batch_losses`` the training loss of
-    every batch. ``stopped`` explains an early stop, else is ``None``: a non-finite loss, or a
-    runaway one (``DIVERGE_FACTOR`` times above max(first loss, ln(n_classes)) for
-    ``DIVERGE_BATCHES`` batches in a row); ``diverged`` is True in both cases.
+    After `fit`, `history` holds one row per epoch and phase
+    (`epoch, phase, loss, accuracy, seconds`) and `batch_losses` the training loss of
+    every batch. `stopped` says why the run stopped early (see "Divergence" in this
+    module), else is `None`; `diverged` is True when it did.
     """
 
     def __init__(self, model: nn.Module, dls: DataLoaders, loss_func: Callable = F.cross_entropy,
                  lr: float = 0.1, momentum: float = 0.0, cbs: Iterable[Callback] = (), progress: bool = True):
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+        check_positive("lr", lr)
         self.device = dls.train.device
         self.model, self.dls, self.loss_func = model.to(self.device), dls, loss_func
         self.lr, self.momentum, self.progress = lr, momentum, progress
@@ -92,8 +124,7 @@ class Learner:
         self.history: list[dict] = []
         self.batch_losses: list[float] = []
         self.stopped: str | None = None
-        self._threshold: torch.Tensor | None = None
-        self._tail: list[torch.Tensor] = []  # last training losses of earlier passes: windows span epochs
+        self.threshold: torch.Tensor | None = None  # set by the first training batch
 
     @property
     def diverged(self) -> bool:
@@ -104,8 +135,7 @@ class Learner:
             getattr(cb, moment)(self)
 
     def fit(self, n_epochs: int) -> "Learner":
-        if n_epochs < 1:
-            raise ValueError(f"n_epochs must be at least 1, got {n_epochs}")
+        check_positive("n_epochs", n_epochs, whole=True)
         self.n_epochs = n_epochs
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
         try:
@@ -117,7 +147,7 @@ class Learner:
                         break
                 self._call("after_epoch")
                 if self.stopped:
-                    warnings.warn(self.stopped)
+                    warn_stopped(self.stopped)
                     break
         finally:
             self._after_fit()
@@ -135,7 +165,7 @@ class Learner:
             raise errors[0]
 
     def _one_pass(self, training: bool) -> bool:
-        """One epoch over the training or the test batches; False if the loss went non-finite."""
+        """One epoch over the training or the test batches; False if the run diverged."""
         self.training = training
         self.model.train(training)
         batches = self.dls.train if training else self.dls.valid
@@ -153,51 +183,27 @@ class Learner:
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     losses.append(self.loss.detach())
-                    if self._threshold is None:  # first training batch of the fit
-                        self._threshold = divergence_threshold(losses[0], self.preds.shape[-1])
+                    if self.threshold is None:
+                        self.threshold = divergence_threshold(losses[0], self.preds.shape[-1])
                 self._call("after_batch")
                 n = len(self.yb)
                 loss_sum += self.loss.detach() * n
                 correct += (self.preds.argmax(dim=1) == self.yb).sum()
                 seen += n
-                # One host sync per NAN_CHECK_EVERY batches covers both NaN/inf and runaway losses.
-                if training and self.batch_idx % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 \
-                        and self._bad(loss_sum, losses):
+                if training and self.batch_idx % CHECK_EVERY == CHECK_EVERY - 1 \
+                        and diverged(loss_sum / seen, self.threshold):
                     break
         if getattr(bar, "is_active", False):  # left early: clear the bar as a finished one clears itself
             bar.on_iter_end()
         loss = loss_sum.item() / max(seen, 1)
         if training:
             self.batch_losses += torch.stack(losses).tolist() if losses else []
-        self.history.append(dict(epoch=self.epoch, phase="train" if training else "eval", loss=loss,
+        phase = "train" if training else "eval"
+        self.history.append(dict(epoch=self.epoch, phase=phase, loss=loss,
                                  accuracy=correct.item() / max(seen, 1), seconds=time.perf_counter() - start))
-        if not math.isfinite(loss):
-            self.stopped = (f"Training stopped in epoch {self.epoch}: the {'training' if training else 'eval'} "
-                            f"loss became {loss}. Lower the learning rate or fix the initialisation.")
-            return False
-        if training:
-            runaway = self._runaway(losses)
-            self._tail = (self._tail + losses)[-DIVERGE_BATCHES:]
-            if runaway:
-                self.stopped = diverged_message(self.epoch, float(self._threshold), losses[-1].item())
-                return False
-        return True
-
-    def _window(self, losses: list[torch.Tensor]) -> list[torch.Tensor]:
-        return (self._tail + losses)[-DIVERGE_BATCHES:]
-
-    def _runaway(self, losses: list[torch.Tensor]) -> bool:
-        window = self._window(losses)
-        if len(window) < DIVERGE_BATCHES or self._threshold is None:
-            return False
-        return bool((torch.stack(window) > self._threshold).all())
-
-    def _bad(self, loss_sum: torch.Tensor, losses: list[torch.Tensor]) -> bool:
-        window = self._window(losses)
-        if len(window) < DIVERGE_BATCHES:
-            return not bool(torch.isfinite(loss_sum))
-        runaway = (torch.stack(window) > self._threshold).all()
-        return bool(~torch.isfinite(loss_sum) | runaway)
+        if self.threshold is not None and diverged(loss, self.threshold):
+            self.stopped = stop_reason(phase, loss, self.epoch)
+        return self.stopped is None
 
     def _bar(self, batches):
         """A progress bar over one pass; it clears itself when done, so saved notebooks stay clean."""
@@ -212,7 +218,7 @@ class Learner:
 
 
 def final(history: list[dict], phase: str = "eval", metric: str = "accuracy") -> float:
-    """The last epoch's ``metric`` in ``phase`` from a learner's history."""
+    """The last epoch's `metric` in `phase` from a learner's history."""
     rows = [r for r in history if r["phase"] == phase]
     if not rows:
         raise ValueError(f"history has no {phase!r} rows")

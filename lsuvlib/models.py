@@ -11,10 +11,10 @@ from torch import nn
 class GeneralRelu(nn.Module):
     """A rectifier with three optional knobs: a negative slope, a downward shift and a cap.
 
-    Computes ``min(leaky_relu(x, leak) - sub, maxv)``; a knob left at ``None`` is skipped.
-    ``sub`` is an ordinary float attribute rather than a parameter, so training never
-    moves it while LSUV's mean variants may. ``GeneralRelu(sub=0.0)`` is the seed
-    notebook's ReLU with a post-ReLU shift; ``GeneralRelu(leak=0.1, sub=0.4)`` is the blog's.
+    Computes `min(leaky_relu(x, leak) - sub, maxv)`; a knob left at `None` is skipped.
+    `sub` is an ordinary float attribute rather than a parameter, so training never
+    moves it while LSUV's mean variants may. `GeneralRelu(sub=0.0)` is the seed
+    notebook's ReLU with a post-ReLU shift; `GeneralRelu(leak=0.1, sub=0.4)` is the blog's.
     """
 
     def __init__(self, leak: float | None = None, sub: float | None = None, maxv: float | None = None):
@@ -39,7 +39,7 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
     """Conv2d (padding ks//2) -> optional norm -> optional activation.
 
     A conv followed by BatchNorm has no bias by default: BatchNorm's own shift makes it redundant.
-    (The blog's BatchNorm section meant the same but tested ``isinstance`` on the norm *class*,
+    (The blog's BatchNorm section meant the same but tested `isinstance` on the norm *class*,
     so its convs kept a bias; BatchNorm subtracts it again, so only the random draws differ.)
     """
     if bias is None:
@@ -54,17 +54,17 @@ def conv(ni: int, nf: int, ks: int = 3, stride: int = 2, act: Callable[[], nn.Mo
 
 def get_model(act: Callable[[], nn.Module] = nn.ReLU, nfs: Sequence[int] = (1, 8, 16, 32, 64),
               norm: type[nn.Module] | None = None, n_classes: int = 10, first_kernel: int = 3) -> nn.Sequential:
-    """The blog's CNN: a stride-2 conv block per step of ``nfs``, then a conv straight to the logits.
+    """The blog's CNN: a stride-2 conv block per step of `nfs`, then a conv straight to the logits.
 
     Each step halves the image side, so a 32x32 input ends as one value per class
-    (32 -> 16 -> 8 -> 4 -> 2 -> 1) before the final ``Flatten``. Every block is conv ->
-    optional ``norm`` -> ``act``; the classifier conv has a bias and no activation.
+    (32 -> 16 -> 8 -> 4 -> 2 -> 1) before the final `Flatten`. Every block is conv ->
+    optional `norm` -> `act`; the classifier conv has a bias and no activation.
 
-    ``first_kernel`` is the side of the first conv's kernel; all others are 3x3. The blog
+    `first_kernel` is the side of the first conv's kernel; all others are 3x3. The blog
     used two versions: the LR-finder, baseline and input-normalisation sections built
-    their stack by hand starting with a 5x5 conv (``first_kernel=5``); the BatchNorm +
-    Kaiming and LSUV sections called a ``get_model`` that passed no kernel size, so every
-    conv there was 3x3 (the default here). See ``lsuvlib.sources.BLOG["first_kernel"]``.
+    their stack by hand starting with a 5x5 conv (`first_kernel=5`); the BatchNorm +
+    Kaiming and LSUV sections called a `get_model` that passed no kernel size, so every
+    conv there was 3x3 (the default here). See `lsuvlib.sources.BLOG["first_kernel"]`.
     """
     widths = list(nfs)
     if len(widths) < 2:
@@ -84,7 +84,7 @@ def lenet(in_channels: int = 1, n_classes: int = 10, size: int = 32,
 
     The notebook loaded MNIST through ImageFolder, so its net took 3 (identical) colour
     channels; the default here is the 1 channel MNIST really has. Each ReLU carries a
-    ``sub`` shift (starting at 0) for LSUV's mean variants to move.
+    `sub` shift (starting at 0) for LSUV's mean variants to move.
     """
     side = ((size - 2) // 2 - 2) // 2  # two 3x3 valid convs, each followed by a 2x2 pool
     return nn.Sequential(
@@ -98,7 +98,7 @@ def lenet(in_channels: int = 1, n_classes: int = 10, size: int = 32,
 
 
 def mlp(depth: int, width: int, act: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
-    """``depth`` blocks of Linear(width, width) + activation: the deep stack of chapter 1."""
+    """`depth` blocks of Linear(width, width) + activation: the deep stack of chapter 1."""
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
     return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), act()) for _ in range(depth)])

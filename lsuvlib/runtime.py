@@ -1,6 +1,7 @@
-"""Where code runs and how to make it repeatable: device choice, seeds, versions."""
+"""Where code runs and how to make it repeatable: device choice, seeds, versions, argument checks."""
 from __future__ import annotations
 
+import numbers
 import os
 import platform
 import random
@@ -24,7 +25,7 @@ def default_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def progress_line(text: str) -> None:
-    """Append one line to the file named by ``$LSUV_PROGRESS_FILE`` (the build shows it); else nothing.
+    """Append one line to the file named by `$LSUV_PROGRESS_FILE` (the build shows it); else nothing.
 
     Errors writing it are ignored on purpose: progress is a courtesy and must never stop a run.
     """
@@ -39,14 +40,30 @@ def progress_line(text: str) -> None:
         pass
 
 
+def check_positive(name: str, value, *, whole: bool = False) -> None:
+    """Raise unless `value` is a positive number (a positive int if `whole`).
+
+    The error is one line naming the argument, what it must be and what was given,
+    e.g. `lr must be a positive number, got '0.1' (str)`: a `TypeError` for the wrong
+    type, a `ValueError` for a number that is not positive.
+    """
+    kind = numbers.Integral if whole else numbers.Real
+    expected = "a positive whole number" if whole else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if not value > 0:  # also catches NaN
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
 def set_seed(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch so a CPU run repeats exactly.
 
-    On CUDA, ``deterministic`` also asks cuDNN for deterministic kernels, which
+    On CUDA, `deterministic` also asks cuDNN for deterministic kernels, which
     costs some speed; CPU kernels used here are deterministic already.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a whole number, got {seed!r} ({type(seed).__name__})")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

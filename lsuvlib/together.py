@@ -3,17 +3,16 @@
 Each copy keeps its own weights, its own batches and its own optimiser state; nothing is
 shared but the kernel launch. The stacked model is built from N ordinary models (after
 each had its own seed and its own LSUV), and each copy is copied back into an ordinary
-``nn.Module`` at the end, so callers never see the stacked form.
+`nn.Module` at the end, so callers never see the stacked form.
 
-Layouts inside the stack: images are ``(B, N*C, H, W)`` (copy-major channels, so a grouped
-convolution with ``groups=N`` is N independent convolutions, and BatchNorm2d over N*C
-channels is N independent BatchNorms); flat features are ``(N, B, F)`` (one batched
-matmul for N Linear layers). ``nn.Flatten`` switches from the first to the second.
+Layouts inside the stack: images are `(B, N*C, H, W)` (copy-major channels, so a grouped
+convolution with `groups=N` is N independent convolutions, and BatchNorm2d over N*C
+channels is N independent BatchNorms); flat features are `(N, B, F)` (one batched
+matmul for N Linear layers). `nn.Flatten` switches from the first to the second.
 """
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -21,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .learner import DIVERGE_BATCHES, NAN_CHECK_EVERY, diverged_message, divergence_threshold
+from .learner import CHECK_EVERY, divergence_threshold, diverged, stop_reason
 from .models import GeneralRelu
+from .runtime import check_positive
 
 if TYPE_CHECKING:
     from .batches import DataLoaders
@@ -38,7 +38,7 @@ class NotStackable(TypeError):
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's layers in call order, for nested ``nn.Sequential`` containers only."""
+    """The model's layers in call order, for nested `nn.Sequential` containers only."""
     if isinstance(model, nn.Sequential):
         out = []
         for name, child in model.named_children():
@@ -118,7 +118,7 @@ class _BatchNorm(nn.Module):
 
 
 class _GeneralRelu(nn.Module):
-    """GeneralRelu whose ``sub`` (set by LSUV per copy) is a per-copy constant, not a parameter."""
+    """GeneralRelu whose `sub` (set by LSUV per copy) is a per-copy constant, not a parameter."""
 
     def __init__(self, acts: Sequence[GeneralRelu]):
         super().__init__()
@@ -156,10 +156,10 @@ class _Flatten(nn.Module):
 
 
 class StackedModel(nn.Module):
-    """N copies of an ``nn.Sequential`` of conv/linear/BatchNorm2d/pool/activation/Flatten layers.
+    """N copies of an `nn.Sequential` of conv/linear/BatchNorm2d/pool/activation/Flatten layers.
 
-    ``forward`` takes images ``(N, B, C, H, W)`` (each copy its own batch) and returns
-    logits ``(N, B, classes)``.
+    `forward` takes images `(N, B, C, H, W)` (each copy its own batch) and returns
+    logits `(N, B, classes)`.
     """
 
     def __init__(self, models: Sequence[nn.Module]):
@@ -208,7 +208,7 @@ class StackedModel(nn.Module):
         return h
 
     def unstack(self, i: int, target: nn.Module) -> nn.Module:
-        """Copy copy ``i``'s weights and buffers into ``target`` (a model built like the originals)."""
+        """Copy copy `i`'s weights and buffers into `target` (a model built like the originals)."""
         for layer, (_, module) in zip(self.layers, _leaves(target)):
             if hasattr(layer, "unstack"):
                 layer.unstack(i, module)
@@ -216,7 +216,7 @@ class StackedModel(nn.Module):
 
 
 def check_stackable(model: nn.Module) -> None:
-    """Raise :class:`NotStackable` naming the layer if ``model`` cannot be trained stacked."""
+    """Raise `NotStackable` naming the layer if `model` cannot be trained stacked."""
     StackedModel([copy.deepcopy(model)])
 
 
@@ -227,29 +227,27 @@ class TogetherResult:
         self.history: list[list[dict]] = [[] for _ in range(n)]
         self.batch_losses: list[list[float]] = [[] for _ in range(n)]
         self.stopped: list[str | None] = [None] * n
-        self.batches_done: list[int | None] = [None] * n  # training batches of the stopping epoch
         self.seconds = 0.0
 
 
 def fit_together(models: Sequence[nn.Module], dls: Sequence["DataLoaders"], *, epochs: int, lr: float,
                  momentum: float = 0.0, lrs: Sequence[float] | None = None) -> TogetherResult:
-    """Train ``models[i]`` on ``dls[i]`` for every i in one stacked pass per batch.
+    """Train `models[i]` on `dls[i]` for every i in one stacked pass per batch.
 
     The models are updated in place at the end (each with its own trained weights). The
     loss is the sum of the copies' mean losses, so each copy's gradient is exactly its
     own; SGD (with momentum) is element-wise, so one optimiser over the stacked
-    parameters is N independent optimisers. A copy whose loss goes non-finite or runs
-    away (the rules of :class:`~lsuvlib.learner.Learner`) is frozen at that point: its
-    weights are kept as they were when it stopped, its gradients and momentum are zeroed
-    from then on, and the others train on.
+    parameters is N independent optimisers. A copy that diverges (the rule of
+    `lsuvlib.learner`, checked at the same batches as `Learner` checks it) is frozen
+    there: its weights are kept as they were when it stopped, its parameters and
+    momentum are zeroed in the stack (finite zeros neither move nor make NaNs), and the
+    others train on.
     """
     n = len(models)
     if n != len(dls):
         raise ValueError(f"{n} models but {len(dls)} data loaders")
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    check_positive("epochs", epochs, whole=True)
+    check_positive("lr", lr)
     if lrs is not None and len(lrs) < epochs:
         raise ValueError(f"lrs has {len(lrs)} learning rates for {epochs} epochs")
     sizes = {(len(d.train.x), d.train.batch_size, len(d.valid.x), d.valid.batch_size) for d in dls}
@@ -260,93 +258,76 @@ def fit_together(models: Sequence[nn.Module], dls: Sequence["DataLoaders"], *, e
     params = list(stacked.parameters())  # every one copy-major: .view(n, -1)[i] is copy i
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     result = TogetherResult(n)
-    frozen: dict[int, nn.Module] = {}
-    # tail: the last training losses of earlier epochs, so a runaway window spans epochs (as in Learner)
-    state = dict(threshold=None, active=torch.ones(n, dtype=torch.bool, device=device), tail=[])
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    frozen: dict[int, nn.Module] = {}  # copy -> its model as it was when it stopped
+    kept: dict[int, int] = {}  # copy -> training batches of its last pass that were its own
+    threshold = None
     start_all = time.perf_counter()
 
-    def freeze(i: int, why: str, batches_done: int | None = None) -> None:
-        """Keep copy i as it is now (as Learner keeps a model when it stops) and stop updating it."""
-        if result.stopped[i] is not None:
+    def freeze(bad: torch.Tensor, batches: int) -> None:
+        if not bad.any():
             return
-        result.stopped[i] = why
-        result.batches_done[i] = batches_done
-        frozen[i] = stacked.unstack(i, copy.deepcopy(models[i]))
-        state["active"][i] = False
-        with torch.no_grad():  # finite zeros from now on: a frozen copy neither moves nor makes NaNs
+        for i in bad.nonzero().flatten().tolist():
+            frozen[i] = stacked.unstack(i, copy.deepcopy(models[i]))
+            kept[i] = batches
+        active[bad] = False
+        with torch.no_grad():
             for p in params:
-                p.view(n, -1)[i] = 0
+                p.view(n, -1)[bad] = 0
                 buf = opt.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
-                    buf.view(n, -1)[i] = 0
+                    buf.view(n, -1)[bad] = 0
 
     for epoch in range(epochs):
         if lrs is not None:
             for g in opt.param_groups:
                 g["lr"] = lrs[epoch]
         for training in (True, False):
-            live = [i for i in range(n) if result.stopped[i] is None]
+            live = [i for i in range(n) if i not in frozen]
             if not live:
                 break
-            all_live = len(live) == n  # the common case skips every masking op
-            active = state["active"]
+            phase = "train" if training else "eval"
             stacked.train(training)
             start = time.perf_counter()
             loss_sum = torch.zeros(n, device=device)
             correct = torch.zeros(n, dtype=torch.long, device=device)
             seen = torch.zeros(n, dtype=torch.long, device=device)
             losses: list[torch.Tensor] = []
-            loaders = [d.train if training else d.valid for d in dls]
             with torch.set_grad_enabled(training):
-                for b, pairs in enumerate(zip(*loaders)):
+                for b, pairs in enumerate(zip(*[d.train if training else d.valid for d in dls])):
                     xb = torch.stack([p[0] for p in pairs])
                     yb = torch.stack([p[1] for p in pairs])
                     preds = stacked(xb)
                     per = F.cross_entropy(preds.flatten(0, 1), yb.flatten(), reduction="none").view(n, -1).mean(1)
-                    hits = (preds.argmax(-1) == yb).sum(1)
-                    if not all_live:
-                        per = torch.where(active, per, torch.zeros_like(per))
-                        hits = torch.where(active, hits, torch.zeros_like(hits))
+                    per = torch.where(active, per, torch.zeros_like(per))  # a frozen copy adds nothing
                     if training:
                         per.sum().backward()  # each copy's gradient is its own: d(sum)/d(loss_i) = 1
-                        if not all_live:
-                            for p in params:
-                                p.grad.view(n, -1)[~active] = 0
                         opt.step()
                         opt.zero_grad(set_to_none=True)
                         per = per.detach()
                         losses.append(per)
-                        if state["threshold"] is None:
-                            state["threshold"] = divergence_threshold(per, preds.shape[-1])
+                        if threshold is None:
+                            threshold = divergence_threshold(per, preds.shape[-1])
                     m = len(yb[0])
-                    loss_sum += per.detach() * m
-                    correct += hits
-                    seen += (active.long() if not all_live else 1) * m
-                    if training and b % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1:
-                        if _check(losses, loss_sum, state, epoch, freeze):
-                            live_now = [i for i in range(n) if result.stopped[i] is None]
-                            if not live_now:
-                                break
-                            all_live = False
-            if training:
-                _check(losses, loss_sum, state, epoch, freeze)
-                state["tail"] = (state["tail"] + losses)[-DIVERGE_BATCHES:]
+                    loss_sum += per * m
+                    correct += torch.where(active, (preds.argmax(-1) == yb).sum(1), 0)
+                    seen += active * m
+                    if training and b % CHECK_EVERY == CHECK_EVERY - 1:
+                        freeze(active & diverged(loss_sum / seen.clamp_min(1), threshold), len(losses))
+                        if not active.any():
+                            break
+            freeze(active & diverged(loss_sum / seen.clamp_min(1), threshold), len(losses))
             seconds = time.perf_counter() - start
             totals, corrects, seens = loss_sum.tolist(), correct.tolist(), seen.tolist()
             hist = torch.stack(losses).T.tolist() if losses else [[] for _ in range(n)]
             for i in live:
-                if training:
-                    # Batches after a copy stopped are not its batches: keep only those it trained on.
-                    k = result.batches_done[i]
-                    result.batch_losses[i] += hist[i][:k] if k is not None else hist[i]
                 loss = totals[i] / max(seens[i], 1)
-                result.history[i].append(dict(epoch=epoch, phase="train" if training else "eval", loss=loss,
+                if training:
+                    result.batch_losses[i] += hist[i][:kept.get(i)]  # after it stopped, a batch is not its own
+                result.history[i].append(dict(epoch=epoch, phase=phase, loss=loss,
                                               accuracy=corrects[i] / max(seens[i], 1), seconds=seconds))
-                if not training and not math.isfinite(loss):
-                    freeze(i, f"Training stopped in epoch {epoch}: the eval loss became {loss}. "
-                              "Lower the learning rate or fix the initialisation.")
-        if all(s is not None for s in result.stopped):
-            break
+                if i in frozen:
+                    result.stopped[i] = stop_reason(phase, loss, epoch)
     for i, model in enumerate(models):
         if i in frozen:
             model.load_state_dict(frozen[i].state_dict())
@@ -354,30 +335,3 @@ def fit_together(models: Sequence[nn.Module], dls: Sequence["DataLoaders"], *, e
             stacked.unstack(i, model)
     result.seconds = time.perf_counter() - start_all
     return result
-
-
-def _check(losses, loss_sum, state, epoch, freeze) -> bool:
-    """One host sync: freeze the live copies that went non-finite or ran away; True if any did."""
-    if not losses:
-        return False
-    active, threshold = state["active"], state["threshold"]
-    finite = torch.isfinite(loss_sum)
-    window = (state["tail"] + losses)[-DIVERGE_BATCHES:]
-    if len(window) >= DIVERGE_BATCHES:
-        runaway = (torch.stack(window) > threshold).all(0)
-    else:
-        runaway = torch.zeros_like(finite)
-    bad = (active & (~finite | runaway)).tolist()
-    if not any(bad):
-        return False
-    finite_l, sums, last, thr = finite.tolist(), loss_sum.tolist(), losses[-1].tolist(), threshold.tolist()
-    for i, is_bad in enumerate(bad):
-        if not is_bad:
-            continue
-        if not finite_l[i]:
-            why = (f"Training stopped in epoch {epoch}: the training loss became {sums[i]}. "
-                   "Lower the learning rate or fix the initialisation.")
-        else:
-            why = diverged_message(epoch, thr[i], last[i])
-        freeze(i, why, len(losses))
-    return True

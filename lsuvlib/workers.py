@@ -1,15 +1,15 @@
 """Seeded runs in parallel worker processes, one CPU thread each (opt-in).
 
-Workers are forked, so they inherit the dataset and the chapter's own ``make_model``
+Workers are forked, so they inherit the dataset and the chapter's own `make_model`
 without pickling either; only seeds go out and finished runs come back. Every run in a
-worker uses ``threads`` intra-op threads whichever worker takes it, so a run repeats
+worker uses `threads` intra-op threads whichever worker takes it, so a run repeats
 exactly from build to build. Fork is Linux's default and the only start method used.
 
 Not the default: on the 2-core CPU measured, torch's second thread already speeds the
 book's full-size epochs almost twofold, so two one-thread workers gained 1.1-1.2x on short
 LeNet runs (benchmarks/seeds_speed.py) and nothing on the whole build (689 s one at a time,
-748 s in workers). Ask for them with ``over_seeds(workers=N)`` or ``$LSUV_WORKERS=N``;
-``workers="auto"`` reads that variable and is 1 (this process) without it.
+748 s in workers). Ask for them with `over_seeds(workers=N)` or `$LSUV_WORKERS=N`;
+`workers="auto"` reads that variable and is 1 (this process) without it.
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def cores() -> int:
 
 
 def plan(n_runs: int, device: torch.device, workers: int | str = "auto") -> int:
-    """How many worker processes to use for ``n_runs`` runs; 1 means "in this process".
+    """How many worker processes to use for `n_runs` runs; 1 means "in this process".
 
-    ``"auto"``: ``$LSUV_WORKERS`` if it is set, else 1 (see the module docstring for why).
-    An int asks for that many (at most ``n_runs``). More than 1 needs the CPU on Linux:
+    `"auto"`: `$LSUV_WORKERS` if it is set, else 1 (see the module docstring for why).
+    An int asks for that many (at most `n_runs`). More than 1 needs the CPU on Linux:
     asked for explicitly elsewhere it is an error, through the environment it is ignored.
     """
     if isinstance(workers, bool) or not (workers == "auto" or isinstance(workers, int) and workers >= 1):
@@ -53,7 +53,7 @@ def plan(n_runs: int, device: torch.device, workers: int | str = "auto") -> int:
 
 
 def balanced(n_runs: int, n_cores: int | None = None) -> int:
-    """A worker count for ``n_runs`` one-thread runs: the cores, plus one when the runs split unevenly.
+    """A worker count for `n_runs` one-thread runs: the cores, plus one when the runs split unevenly.
 
     5 runs on 2 cores: 3 workers finish in about 2.5 run-times instead of 3.
     """
@@ -105,7 +105,7 @@ def _call(item):
 
 
 def imap(job: Callable, items: Sequence, n_workers: int) -> Iterator[tuple[int, object]]:
-    """Yield ``(index, job(items[index]))`` as each finishes, from ``n_workers`` forked processes.
+    """Yield `(index, job(items[index]))` as each finishes, from `n_workers` forked processes.
 
     Warnings a job raised are re-issued here, in the parent. An error in a job is raised
     here once the others stopped; Ctrl-C stops every worker at once.

@@ -1,9 +1,9 @@
-"""atomic_open: a file is either wholly replaced or left as it was."""
+"""atomic_open and write_text: a file is either wholly replaced or left as it was."""
 import os
 
 import pytest
 
-from lsuvlib.atomic import atomic_open
+from lsuvlib.atomic import atomic_open, write_text
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -94,3 +94,13 @@ def test_a_readers_view_is_never_half_written(tmp_path):
         f.flush()
         assert path.read_text() == "old"  # until the block ends, readers see the old file
     assert path.read_text() == "new"
+
+
+def test_write_text_writes_utf8_atomically_with_the_permissions_asked_for(tmp_path, umask):
+    umask(0o002)
+    path = tmp_path / "sub" / "build.json"
+    write_text(path, "é\n")
+    assert path.read_bytes() == "é\n".encode() and path.stat().st_mode & 0o777 == 0o664  # as open() would
+    write_text(path, "{}", perms=0o644)  # the build's files: never group-writable, whatever the umask
+    assert path.read_text() == "{}" and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["build.json"]
