@@ -14,7 +14,7 @@ from .activations import ActivationStats
 from .batches import dataloaders
 from .learner import EpochLR, Learner, final, warn_stopped
 from .lsuv import LSUVCallback, LSUVReport, measure_activations
-from .runtime import check_positive, default_device, progress_line, set_seed
+from .runtime import bars_shown, check_positive, default_device, progress_line, set_seed
 from .stats import summarise
 from .workers import imap, plan
 
@@ -201,7 +201,7 @@ def _in_workers(seeds, n_workers, record_stats, report_progress, runs, kwargs) -
     first = seeds[0]
     job = lambda s: train(seed=s, record_stats=record_stats and s == first, progress=False, **kwargs)  # noqa: E731
     done = imap(job, seeds, n_workers)
-    if show_bar:  # one bar over the seeds: per-epoch bars from several processes would interleave
+    if bars_shown(show_bar):  # one bar over the seeds: per-epoch bars from several processes would interleave
         from fastprogress.fastprogress import progress_bar
 
         done = progress_bar(done, total=len(seeds), leave=False)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import DataLoaders
-from .runtime import check_positive
+from .runtime import bars_shown, check_positive
 
 CHECK_EVERY = 16  # training batches between divergence checks: each is a host sync, so not every batch
 DIVERGE_FACTOR = 10.0
@@ -206,8 +206,8 @@ class Learner:
         return self.stopped is None
 
     def _bar(self, batches):
-        """A progress bar over one pass; it clears itself when done, so saved notebooks stay clean."""
-        if not self.progress:
+        """A progress bar over one pass, for someone watching the notebook (see `runtime.bars_shown`)."""
+        if not bars_shown(self.progress):
             return batches
         from fastprogress.fastprogress import progress_bar
 

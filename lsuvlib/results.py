@@ -149,13 +149,20 @@ def validate_results(data: dict) -> None:
         problems.append("runs is not a mapping of configuration name to runs")
         runs = {}
     for config, config_runs in runs.items():
-        for run in config_runs if isinstance(config_runs, list) else [None]:
-            if not isinstance(run, dict) or not isinstance(run.get("history"), list) or "seed" not in run:
-                problems.append(f"a run of {config!r} is not a mapping with 'seed' and a 'history' list")
-                break
-            if missing := sorted({k for row in run["history"] for k in HISTORY_KEYS if k not in row}):
-                problems.append(f"history rows of {config!r} (seed {run['seed']}) lack {', '.join(missing)}")
-                break
+        if not isinstance(config_runs, list):
+            problems.append(f"runs[{config!r}] is not a list")
+            continue
+        for run in config_runs:
+            if not isinstance(run, dict) or "seed" not in run or "history" not in run:
+                problems.append(f"a run of {config!r} is not a mapping with 'seed' and 'history'")
+            elif not isinstance(run["history"], list) or not all(isinstance(r, dict) for r in run["history"]):
+                problems.append(f"the history of {config!r} (seed {run['seed']}) is not a list of rows")
+            else:
+                for row in run["history"]:
+                    missing = [k for k in HISTORY_KEYS if k not in row]
+                    if missing:
+                        problems.append(f"a history row of {config!r} (seed {run['seed']}) lacks {', '.join(missing)}")
+                        break
     if problems:
         raise ValueError("invalid results: " + "; ".join(problems))
 

@@ -40,6 +40,12 @@ def progress_line(text: str) -> None:
         pass
 
 
+def bars_shown(progress: bool) -> bool:
+    """Whether to draw fastprogress bars: when asked for, except inside a book build, which reports
+    progress through `$LSUV_PROGRESS_FILE` and would otherwise save spent bars into its pages."""
+    return bool(progress) and not os.environ.get("LSUV_PROGRESS_FILE")
+
+
 def check_positive(name: str, value, *, whole: bool = False) -> None:
     """Raise unless `value` is a positive number (a positive int if `whole`).
 

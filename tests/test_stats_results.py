@@ -13,10 +13,28 @@ import torch
 from lsuvlib.data import ImageSet
 from lsuvlib.experiment import Run
 from lsuvlib.page import markdown_table, stand_in_note
-from lsuvlib.results import (FIELDS, HISTORY_KEYS, SCHEMA, STANDALONE, Chapter, load_results, load_with_builds,
-                             resolve_results_dir, validate_results, write_combined)
+from lsuvlib.results import (FIELDS, HISTORY_KEYS, MANIFEST_SCHEMA, SCHEMA, Chapter, ResultsFile, comparable,
+                             file_sha256, load_build, read_results, runs_from, validate_results, write_combined)
 
 from history_rows import rows
+
+BUILD = "20261201T120000Z-2"
+
+
+@pytest.fixture(autouse=True)
+def inside_a_build(monkeypatch):
+    """Saves here are a build's, unless a test says otherwise (a standalone save goes elsewhere)."""
+    monkeypatch.setenv("LSUV_BUILD_ID", BUILD)
+
+
+def write_manifest(results_dir, chapters, build_id=BUILD, **records):
+    """A manifest vouching for each named chapter's file as it is now."""
+    (results_dir / "build.json").write_text(json.dumps(dict(
+        schema=MANIFEST_SCHEMA, build_id=build_id, started="2026-12-01T12:00:00+00:00", status="finished",
+        profile="smoke", chapters={c: dict(status="ok", build_id=json.loads((results_dir / f"{c}.json").read_text())["build"],
+                                           results_sha256=file_sha256(results_dir / f"{c}.json"),
+                                           finished="2026-12-01T12:05:00+00:00", **records.get(c, {}))
+                                   for c in chapters})))
 
 
 # ============================================================================= Chapter / results files
@@ -41,7 +59,7 @@ def make_chapter(results_dir, chapter="03-baseline", configs=("baseline", "lsuv"
     return ch
 
 
-def test_chapter_save_writes_valid_json_that_load_results_reads(tmp_path):
+def test_chapter_save_writes_valid_json_that_load_build_reads(tmp_path):
     ch = make_chapter(tmp_path)
     path = ch.save(best_config="lsuv", best_acc=0.42, undefined_sd=math.nan)
     assert path == tmp_path / "03-baseline.json" and path.is_file()
@@ -51,8 +69,8 @@ def test_chapter_save_writes_valid_json_that_load_results_reads(tmp_path):
     assert set(data) == set(FIELDS)
     assert data["schema"] == SCHEMA and data["chapter"] == "03-baseline"
     assert data["params"] == dict(epochs=2, lr=0.1, device="cpu") and data["device"] == "cpu"
-    assert data["dataset"] == dict(name="mnist", source="/somewhere/mnist", n_train=5, n_test=2, stand_in=True,
-                                   notes=["subset: 5 train / 2 test images"])
+    assert data["dataset"] == dict(name="mnist", source="/somewhere/mnist", n_train=5, n_test=2, n_classes=10,
+                                   stand_in=True, notes=["subset: 5 train / 2 test images"])
     assert set(data["versions"]) >= {"python", "torch", "lsuvlib", "numpy"}
     assert data["summary"]["best_config"] == "lsuv" and data["summary"]["best_acc"] == 0.42
     assert data["summary"]["undefined_sd"] is None  # standard JSON has no NaN: it is written as null
@@ -60,10 +78,9 @@ def test_chapter_save_writes_valid_json_that_load_results_reads(tmp_path):
     assert [r["seed"] for r in data["runs"]["baseline"]] == [0, 1]
     assert data["runs"]["lsuv"][1]["history"] == rows([0.1 * 2 + 0.01 * 1 + 0.1 * e for e in range(2)])
     assert data["created"].endswith("+00:00")
-    assert data["build"] == STANDALONE  # no $LSUV_BUILD_ID: not written by the build tool
-    loaded = load_results(tmp_path)
-    assert list(loaded) == ["03-baseline"]
-    assert loaded["03-baseline"]["runs"] == data["runs"]
+    assert data["build"] == BUILD
+    write_manifest(tmp_path, ["03-baseline"])
+    assert load_build(tmp_path).files["03-baseline"].data["runs"] == data["runs"]
 
 
 def test_chapter_on_its_own_dataset_is_not_a_stand_in(tmp_path):
@@ -73,10 +90,24 @@ def test_chapter_on_its_own_dataset_is_not_a_stand_in(tmp_path):
     assert ch2.dataset["stand_in"] is False
 
 
-def test_chapter_without_results_dir_validates_but_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert make_chapter(None).save(x=1) is None
-    assert list(tmp_path.iterdir()) == []
+def test_a_save_outside_a_build_goes_apart_from_the_builds_results_and_says_where(tmp_path, monkeypatch):
+    """Issue 21 #1: a standalone papermill run replaced the build's results file."""
+    monkeypatch.delenv("LSUV_BUILD_ID")
+    project = tmp_path / "book"
+    (project / "chapters").mkdir(parents=True)
+    (project / "_quarto.yml").write_text("book: {}\n")
+    monkeypatch.chdir(project / "chapters")  # as Jupyter starts a notebook's kernel
+    with pytest.warns(UserWarning, match="not part of a book build, so its results were saved apart"):
+        path = make_chapter(None).save(x=1)
+    assert path.parent == project / "_build" / "standalone" and path.name.startswith("03-baseline-")
+    monkeypatch.chdir(tmp_path)  # outside any project
+    with pytest.warns(UserWarning):
+        assert make_chapter(None).save().parent == tmp_path / "lsuv-results"
+    build_results = project / "_build" / "results"
+    build_results.mkdir()
+    (build_results / "build.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds a book build's results, and this run is not part of that build"):
+        make_chapter(build_results).save()
 
 
 def test_chapter_save_serialises_tensors_in_the_summary(tmp_path):
@@ -164,25 +195,12 @@ def test_validate_reports_non_dict_entries_as_value_errors(tmp_path, where):
         validate_results(data)
 
 
-def test_load_results_skips_other_json_and_rejects_invalid_results(tmp_path):
-    make_chapter(tmp_path).save()
-    (tmp_path / "notes.json").write_text(json.dumps({"hello": "world"}))
-    assert list(load_results(tmp_path)) == ["03-baseline"]
-    bad = valid_data(tmp_path)
-    bad["chapter"] = "04-broken"
-    del bad["summary"]
-    (tmp_path / "04-broken.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="missing field 'summary'"):
-        load_results(tmp_path)
-
-
 def test_write_combined_has_one_row_per_chapter_config_seed_epoch_phase(tmp_path):
     make_chapter(tmp_path, "03-baseline", configs=("baseline", "lsuv"), seeds=(0, 1, 2), epochs=2).save()
     make_chapter(tmp_path, "07-mnist", configs=("none", "std", "loop"), seeds=(5,), epochs=3, name="mnist",
                  stand_in_for=None).save()
-    (tmp_path / "unrelated.json").write_text("{}")
-    path = write_combined(tmp_path)
-    assert path == tmp_path / "all-results.csv"
+    write_manifest(tmp_path, ["03-baseline", "07-mnist"])
+    path = write_combined(load_build(tmp_path), tmp_path / "all-results.csv")
     assert not list(tmp_path.glob("*.tmp"))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -196,16 +214,6 @@ def test_write_combined_has_one_row_per_chapter_config_seed_epoch_phase(tmp_path
                and r["epoch"] == "1" and r["phase"] == "eval")
     assert float(row["accuracy"]) == pytest.approx(0.2 + 0.02 + 0.1)
     assert row["dataset"] == "mnist" and row["stand_in"] == "True"
-    assert {r["stand_in"] for r in table if r["chapter"] == "07-mnist"} == {"False"}
-    # Writing again replaces the file rather than appending to it.
-    write_combined(tmp_path, name="again.csv")
-    with open(tmp_path / "again.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(table)
-
-
-def test_write_combined_with_no_results_writes_just_the_header(tmp_path):
-    with open(write_combined(tmp_path), newline="") as f:
-        assert list(csv.reader(f)) == [["chapter", "build", "dataset", "stand_in", "config", "seed", *HISTORY_KEYS]]
 
 
 def test_markdown_table_and_stand_in_note():
@@ -225,87 +233,81 @@ def test_saved_runs_are_a_deep_copy_of_plain_data(tmp_path):
     assert json.loads(path.read_text())["runs"] == before
 
 
-# ============================================================================= provenance (issue 10)
+# ============================================================================= provenance (issues 10, 21)
 
 
-def test_save_records_the_build_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("LSUV_BUILD_ID", "20261201T120000Z-42")
-    data = json.loads(make_chapter(tmp_path).save().read_text())
-    assert data["build"] == "20261201T120000Z-42"
-    assert "build" in FIELDS
-
-
-def manifest(results_dir, build_id, chapters):
-    (results_dir / "build.json").write_text(json.dumps(
-        dict(schema="lsuv-book/build/1", build_id=build_id, started="2026-12-01T12:00:00+00:00", finished=None,
-             status="running", profile="smoke", chapters=chapters)))
-
-
-def test_load_with_builds_tells_the_latest_build_from_earlier_ones(tmp_path, monkeypatch):
-    old, new = "20261130T090000Z-1", "20261201T120000Z-2"
-    monkeypatch.setenv("LSUV_BUILD_ID", old)
-    make_chapter(tmp_path, "03-baseline").save()
-    monkeypatch.setenv("LSUV_BUILD_ID", new)
-    make_chapter(tmp_path, "04-input-normalisation").save()
-    monkeypatch.delenv("LSUV_BUILD_ID")
-    make_chapter(tmp_path, "05-batchnorm-kaiming").save()
-    record = lambda b, **kw: dict(status="ok", build_id=b, profile="smoke", started="s",  # noqa: E731
-                                  finished="2026-12-01T12:05:00+00:00", params=kw)
-    manifest(tmp_path, new, {"03-baseline": record(old, epochs=1), "04-input-normalisation": record(new),
-                             "05-batchnorm-kaiming": record(new)})
-    view = load_with_builds(tmp_path)
-    assert view.build_id == new
-    assert list(view.latest()) == ["04-input-normalisation"]
-    assert sorted(view.earlier()) == ["03-baseline", "05-batchnorm-kaiming"]
-    base = view.files["03-baseline"]
-    assert base.build_id == old and base.build["params"] == {"epochs": 1} and not base.latest
-    assert base.label == f"build {old} (profile smoke, finished 2026-12-01T12:05:00+00:00)"
-    assert base.path == tmp_path / "03-baseline.json"
-    standalone = view.files["05-batchnorm-kaiming"]
-    assert standalone.build == {} and standalone.label.startswith("a run outside the build tool (")
-    assert "build.json" not in {f.path.name for f in view.files.values()}
-
-
-def test_load_with_builds_without_a_manifest_marks_nothing_latest(tmp_path):
+def test_load_build_reads_exactly_the_files_the_manifest_names(tmp_path):
+    """Issue 21 #2: a backup copy beside the real file won, because the later name was read last."""
     make_chapter(tmp_path).save()
-    view = load_with_builds(tmp_path)
-    assert view.build is None and view.latest() == {} and list(view.earlier()) == ["03-baseline"]
+    write_manifest(tmp_path, ["03-baseline"])
+    copy = json.loads((tmp_path / "03-baseline.json").read_text())
+    copy["summary"] = {"stale": True}
+    (tmp_path / "03-baseline.old.json").write_text(json.dumps(copy))
+    build = load_build(tmp_path)
+    assert build.files["03-baseline"].data["summary"] == {} and build.build_id == BUILD
+    assert build.left_out == {"03-baseline.old.json": "not named by the build manifest"}
 
 
-def test_a_truncated_results_file_is_named(tmp_path):
+def test_an_edited_results_file_is_left_out_with_the_reason(tmp_path):
+    """Issue 21 #3: one seed's accuracy changed by hand went unnoticed and was published as the build's."""
+    path = make_chapter(tmp_path).save()
+    write_manifest(tmp_path, ["03-baseline"])
+    path.write_text(path.read_text().replace('"accuracy": 0.1', '"accuracy": 0.9', 1))
+    build = load_build(tmp_path)
+    assert build.files == {}
+    assert build.left_out["03-baseline"] == f"03-baseline.json was changed after build {BUILD} wrote it"
+
+
+def test_failed_and_missing_chapters_are_left_out_with_their_reason(tmp_path):
+    make_chapter(tmp_path).save()
+    write_manifest(tmp_path, ["03-baseline"])
+    manifest = json.loads((tmp_path / "build.json").read_text())
+    manifest["chapters"]["04-x"] = dict(status="failed", build_id=BUILD, error="ValueError: no")
+    manifest["chapters"]["05-y"] = dict(status="ok", build_id=BUILD, results_sha256="0" * 64)
+    (tmp_path / "build.json").write_text(json.dumps(manifest))
+    left = load_build(tmp_path).left_out
+    assert left == {"04-x": "its last run failed: ValueError: no", "05-y": "05-y.json is missing"}
+    assert "no build manifest" in load_build(tmp_path / "nowhere").left_out["(all)"]
+
+
+def test_a_broken_results_file_is_named_with_the_fix(tmp_path):
     path = make_chapter(tmp_path).save()
     path.write_text(path.read_text()[:200])
-    with pytest.raises(ValueError, match=f"results file {path} cannot be read .*truncated or corrupt"):
-        load_results(tmp_path)
-
-
-def test_a_results_file_of_an_older_schema_is_named(tmp_path):
-    path = make_chapter(tmp_path).save()
-    data = json.loads(path.read_text())
-    data["schema"] = "lsuv-book/results/1"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=f"results file {path} has schema 'lsuv-book/results/1'.*rebuild chapter"):
-        load_results(tmp_path)
-
-
-def test_an_invalid_results_file_is_named(tmp_path):
-    path = make_chapter(tmp_path).save()
-    data = json.loads(path.read_text())
+    with pytest.raises(ValueError, match="results file 03-baseline.json cannot be read .*rebuild chapter 03-baseline"):
+        read_results(path)
+    data = valid_data(tmp_path)
     del data["summary"]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=f"results file {path}: invalid results: missing field 'summary'"):
-        load_results(tmp_path)
+    with pytest.raises(ValueError, match="03-baseline.json: invalid results: missing field 'summary'; rebuild"):
+        read_results(path)
 
 
-def test_the_notebooks_default_results_dir_does_not_depend_on_the_cwd(tmp_path, monkeypatch):
-    """Issue 10: `papermill chapters/03-baseline.ipynb out.ipynb` from the project root wrote outside it."""
-    from pathlib import Path
+def results_file(chapter, dataset="fashion_mnist", **params):
+    base = dict(dataset="auto", epochs=3, batch_size=1024, lr=0.2, seed=42, n_seeds=5, device="auto", progress=True)
+    return ResultsFile(chapter, dict(params={**base, **params}, dataset=dict(name=dataset, n_train=60000, n_test=10000)),
+                       {})
 
-    root = Path(__file__).resolve().parent.parent
-    monkeypatch.chdir(tmp_path)
-    assert resolve_results_dir("../_build/results") == root / "_build" / "results"
-    assert Chapter("03-baseline", dict(device="cpu"), "../_build/results").results_dir == root / "_build/results"
-    assert resolve_results_dir(tmp_path / "r") == tmp_path / "r"
+
+def test_chapters_are_paired_only_when_every_parameter_but_the_compared_one_matches():
+    """Issue 21 #4: the summary paired chapter 4 (lr 0.2) with chapter 3 (lr 0.02): `lr` was not in its list."""
+    a, b = results_file("03-baseline", lr=0.02), results_file("04-input-normalisation")
+    assert comparable(a, b) == "03-baseline and 04-input-normalisation ran with different lr (0.02 against 0.2)"
+    assert comparable(a, b, about=["lr"]) is None
+    assert comparable(results_file("03-x", progress=False), results_file("04-y")) is None, "progress changes no number"
+    assert comparable(results_file("03-x"), results_file("04-y", dataset="mnist")) == "03-x and 04-y ran on different data"
+
+
+def test_runs_from_another_chapter_only_when_trained_the_same_way(tmp_path):
+    ch3 = make_chapter(tmp_path, "03-baseline", configs=("baseline",), seeds=(0, 1))
+    ch3.save()
+    write_manifest(tmp_path, ["03-baseline"])
+    ch4 = make_chapter(tmp_path, "04-input-normalisation", configs=("standardised",), seeds=(0, 1))
+    runs, why = runs_from(ch4, "03-baseline", "baseline", [0, 1])
+    assert [r["seed"] for r in runs] == [0, 1] and why.startswith("03-baseline, build ")
+    assert runs_from(ch4, "03-baseline", "baseline", [0, 1, 2]) == (None, "03-baseline's runs have other seeds")
+    ch4.params["lr"] = 0.5
+    assert runs_from(ch4, "03-baseline", "baseline", [0, 1])[1] == \
+        "03-baseline and 04-input-normalisation ran with different lr (0.1 against 0.5)"
 
 
 def test_saved_results_are_world_readable(tmp_path):
@@ -339,21 +341,9 @@ def test_verdict_rows_keep_their_check_through_a_results_file(tmp_path):
     sources = [versus_source(list(a.values()), 0.91, same_dataset=True),
                versus_source(list(a.values()), 0.91, same_dataset=False)]
     make_chapter(tmp_path).save(verdicts=rows_, source_verdicts=sources)
-    loaded = load_results(tmp_path)
+    loaded = {"03-baseline": read_results(tmp_path / "03-baseline.json")}
     assert loaded["03-baseline"]["summary"]["verdicts"][2]["ci_low"] is None
     assert verdict_problems(loaded) == []
     loaded["03-baseline"]["summary"]["verdicts"][0]["verdict"] = "reversed"
     assert verdict_problems(loaded) == ["03-baseline: a > b: verdict 'reversed', but its interval gives "
                                         f"{rows_[0]['verdict']!r}"]
-
-
-def test_every_verdict_of_the_build_agrees_with_its_interval():
-    """Issue 18: over every results file of the last build (`_build/results`, or `$LSUV_RESULTS_DIR`)."""
-    import os
-    from pathlib import Path
-
-    folder = Path(os.environ.get("LSUV_RESULTS_DIR") or Path(__file__).resolve().parent.parent / "_build" / "results")
-    results = load_results(folder)
-    if not results:
-        pytest.skip(f"no results files in {folder}: build the book first (make book), or set LSUV_RESULTS_DIR")
-    assert not verdict_problems(results), "\n".join(verdict_problems(results))
