@@ -1,12 +1,10 @@
 r"""Layer-Sequential Unit-Variance initialisation (Mishkin & Matas 2016), in five variants.
 
-LSUV takes one batch of real data and the weight layers in the order the forward pass
-runs them. For each layer it measures an output the layer leads to, with mean $\mu$ and
-std $\sigma$, divides the weights by $\sigma$ (some variants also shift $\mu$ to 0) until
-$\sigma = 1$, and moves on, so each layer is tuned on the inputs it will really see.
-
-Each variant's rule is the function named after it (`_std`, `_mean_std`, `_loop`, `_blog`,
-`_paper`), its body the update; `_Target.readings` wraps every rule in the same guards.
+Taking one batch of real data and the weight layers in the order the forward pass runs them,
+LSUV measures an output each layer leads to, with mean $\mu$ and std $\sigma$, divides the
+weights by $\sigma$ (some variants also shift $\mu$ to 0) until $\sigma = 1$, and moves on.
+Each variant's rule is the function named after it, its body the update; `_Target.readings`
+wraps every rule in the same guards.
 """
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ from .hooks import Hooks, layer_names
 from .init import WEIGHT_LAYERS
 from .learner import Callback
 
-LAYERS = (*WEIGHT_LAYERS, nn.MultiheadAttention)  # attention's output is linear in out_proj.weight
+_LAYERS = (*WEIGHT_LAYERS, nn.MultiheadAttention)  # attention's output is linear in out_proj.weight
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
           nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 _PATIENCE = 5          # steps without a 1 % closer gap before a loop counts as stalled
@@ -36,11 +34,8 @@ _DEAD_STD = 1e-8       # below this the measured output carries no signal to res
 
 
 class Pair(NamedTuple):
-    """A weight layer and the activation after it, each at one call (calls count from 0 in a pass).
-
-    `act` is `None` where the layer's own output is measured (`"paper"`, attention, a network
-    without activation modules). A shared activation module gives one pair per call.
-    """
+    """A weight layer and the activation after it, each at one call (from 0 within a pass); `act` is
+    `None` where the layer's own output is measured. A shared activation gives one pair per call."""
 
     layer: nn.Module
     act: nn.Module | None
@@ -67,12 +62,9 @@ class LayerReport:
 
 
 class LSUVReport(list):
-    """`LayerReport` rows, one per layer set; prints as a table followed by the other weights' fate.
-
-    Attributes: `variant`, `tol`, `forward_passes`, `passes` (with `trace=True`), `coverage`
-    (every module with trainable weights, by name: what became of it) and `unpaired` (weight
-    layers that ran but were left alone, with why).
-    """
+    """`LayerReport` rows, one per layer set; `coverage` says, by name, what became of every module
+    with trainable weights (printed below the table). Also `variant`, `tol`, `forward_passes`,
+    `passes` (with `trace=True`) and `unpaired` (weight layers that ran but were left alone)."""
 
     columns = ("layer", "activation", "iterations", "mean_before", "std_before", "mean_after", "std_after",
                "converged", "mean_via", "measured", "status")
@@ -94,7 +86,7 @@ class LSUVReport(list):
         return [f"{name}: {what}" for name, what in self.coverage.items() if name not in {r.layer for r in self}]
 
     def _cells(self) -> list[list[str]]:
-        return [[f"{x:.3f}" if isinstance(x, float) else str(x) for x in (getattr(r, c) for c in self.columns)]
+        return [[f"{x:.3f}" if isinstance(x, float) else str(x) for x in map(asdict(r).get, self.columns)]
                 for r in self]
 
     def __str__(self) -> str:
@@ -103,9 +95,9 @@ class LSUVReport(list):
         return "\n".join(["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows] + self._others())
 
     def _repr_markdown_(self) -> str:
-        head = "| " + " | ".join(self.columns) + " |\n|" + "---|" * len(self.columns)
-        body = ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self._cells()]
-        return "\n".join([head, *body]) + "".join(f"\n\n{line}" for line in self._others())
+        rows = [self.columns, ["---"] * len(self.columns), *self._cells()]
+        return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows) + "".join(
+            f"\n\n{line}" for line in self._others())
 
 
 # ----------------------------------------------------------------------------- the variants' rules
@@ -171,19 +163,22 @@ _Reading = namedtuple("_Reading", "mean std centre low")  # centre: the mean the
 
 
 class _Target:
-    """One layer under adjustment: the weight and bias its rule writes, its readings, and the guards."""
+    """One layer under adjustment: where it is measured, what its rule writes, and the guards."""
 
-    def __init__(self, run: SimpleNamespace, p: Pair, where: str, via: str):
-        self.run, self.pair, self.where, self.via = run, p, where, via
-        self.weight, self.bias = _weight_and_bias(p.layer)
+    def __init__(self, run: SimpleNamespace, p: Pair, v: _Variant, measure: str, mean_via: str):
+        self.run, self.pair, self.steps, self.met, self.stop = run, p, 0, False, None
+        bounded = measure == v.measure == "auto" and nonlinear.is_bounded(p.act)
+        self.where = "layer" if p.act is None or v.measure == "layer" or bounded else \
+            "activation" if measure == "auto" else measure
+        self.point = (p.layer, p.layer_call) if self.where == "layer" else (p.act, p.act_call)
+        host = p.layer.out_proj if isinstance(p.layer, nn.MultiheadAttention) else p.layer
+        self.weight, self.bias = host.weight, host.bias
         self.tensors = [x for x in (self.weight, self.bias) if x is not None]
-        self.point = _point(p, where)
-        self.points = [(p.layer, p.layer_call), self.point] if via == "pre_bias" else [self.point]
-        if via == "sub":
+        self.via = _mean_via(v.mean if v.mean != "auto" else mean_via, p, self.where, self.bias is not None)
+        self.points = [(p.layer, p.layer_call), self.point] if self.via == "pre_bias" else [self.point]
+        if self.via == "sub":
             p.act.sub = p.act.sub or 0.0  # GeneralRelu(sub=None) skips the shift, as 0.0 does
-        self.steps, self.met, self.stop = 0, False, None
         self.status = None if all(torch.isfinite(x).all() for x in self.tensors) else "broken"
-        self.first = self.reading()
 
     def shift(self, mu: float) -> None:
         """Move the measured mean by −μ: `act.sub += mu` or `bias -= mu` (`mean_via`; "-" moves nothing)."""
@@ -193,12 +188,9 @@ class _Target:
             self.bias -= mu
 
     def readings(self, gap: Callable[[float, float], float], tol: float, strict: bool = False):
-        """Yield `(mu, sigma)` until `gap(mu, sigma)` is within `tol`, or a guard ends the loop.
-
-        Broken weights or a dead output (std 0 or not finite) end it before any step; an update
-        that leaves a weight not finite is undone and ends the layer; statistics that stop
-        changing, `_PATIENCE` steps without a 1 % closer gap, or `max_iters` steps end the loop.
-        """
+        """Yield `(mu, sigma)` until `gap(mu, sigma)` is within `tol` or a guard ends the loop: broken
+        weights or a dead output (std 0 or not finite); an update leaving a weight not finite (undone);
+        statistics that stop changing; `_PATIENCE` steps without a 1 % closer gap; `max_iters` steps."""
         r, before, best, stale = self.last, None, math.inf, 0
         self.met, self.stop = False, None
         for n in range(self.run.max_iters + 1):
@@ -229,11 +221,12 @@ class _Target:
         """One forward pass: the measured output's statistics (traced: every layer's, recorded)."""
         run = self.run
         run.report.forward_passes += 1
-        found = _forward(run.model, run.xb, self.points + run.every if run.trace else self.points,
+        every = [t.point for t in run.targets]
+        found = _forward(run.model, run.xb, self.points + every if run.trace else self.points,
                          stop=None if run.trace else self.point)
         if run.trace:
-            stats = [dict(layer=run.names[p.layer], activation=type(m).__name__, mean=found[m, c][0],
-                          std=found[m, c][1]) for p, (m, c) in zip(run.todo, run.every) if (m, c) in found]
+            stats = [dict(layer=run.names[t.pair.layer], activation=type(t.point[0]).__name__, mean=found[t.point][0],
+                          std=found[t.point][1]) for t in run.targets if t.point in found]
             run.report.passes.append(dict(index=len(run.report.passes), target=run.names[self.pair.layer],
                                           iteration=self.steps, stats=stats))
         for m, c in self.points:
@@ -246,13 +239,17 @@ class _Target:
         return self.last
 
 
-def _weight_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    host = layer.out_proj if isinstance(layer, nn.MultiheadAttention) else layer
-    return host.weight, host.bias
-
-
-def _point(p: Pair, where: str) -> tuple[nn.Module, int]:
-    return (p.layer, p.layer_call) if where == "layer" else (p.act, p.act_call)
+def _mean_via(want: str, p: Pair, where: str, has_bias: bool) -> str:
+    """Which of 'sub', 'bias', 'pre_bias' moves the mean ('-': this variant or this layer moves none)."""
+    if want == "auto":
+        return ("sub" if where == "activation" and hasattr(p.act, "sub") else "-" if not has_bias
+                else "bias" if where == "layer" else "pre_bias")
+    if want == "sub" and (where == "layer" or not hasattr(p.act, "sub")):
+        raise ValueError(f"mean_via='sub' shifts an activation's `sub` at its output; got {type(p.act).__name__} "
+                         f"measured at the {where}")
+    if want in ("bias", "pre_bias") and not has_bias:
+        raise ValueError(f"mean_via={want!r} needs a bias, but {type(p.layer).__name__} was built with bias=False")
+    return want
 
 
 # ----------------------------------------------------------------------------- finding and measuring layers
@@ -280,26 +277,25 @@ def _survey(model: nn.Module, xb: torch.Tensor, act_types) -> tuple[list[tuple[n
         calls[m] += 1
 
     params = [p for p in model.parameters() if p.requires_grad]
-    with Hooks([m for m in model.modules() if not list(m.children()) or isinstance(m, (*act_types, *LAYERS))],
+    with Hooks([m for m in model.modules() if not list(m.children()) or isinstance(m, (*act_types, *_LAYERS))],
                record), torch.enable_grad():
         out = model(xb)
-        out = [out] if isinstance(out, torch.Tensor) else out.values() if isinstance(out, dict) else out
-        outs = [o.sum() for o in out if isinstance(o, torch.Tensor) and o.requires_grad]
+        out = [out] if torch.is_tensor(out) else out.values() if isinstance(out, dict) else out
+        outs = [o.sum() for o in out if torch.is_tensor(o) and o.requires_grad]
         grads = torch.autograd.grad(sum(outs), params, allow_unused=True) if outs and params else []
     return order, {id(p) for p, g in zip(params, grads) if g is not None}
 
 
 def _plan(order: list[tuple[nn.Module, int]], act_types, every_layer: bool) -> list[Pair]:
-    """What to adjust, in execution order: each layer with the first activation call after it (a layer
-    followed by another layer first is left out), or with `every_layer` each layer alone. Attention is
-    always alone; a layer is taken at its first pairing only."""
+    """In execution order, each layer with the first activation call after it (none if another layer
+    comes first), or with `every_layer` each layer alone; attention always alone; each layer once."""
     todo, pending, seen = [], None, set()
     for m, call in order:
-        if isinstance(m, LAYERS) and m not in seen and (every_layer or isinstance(m, nn.MultiheadAttention)):
+        if isinstance(m, _LAYERS) and m not in seen and (every_layer or isinstance(m, nn.MultiheadAttention)):
             seen.add(m)
             todo.append(Pair(m, None, call))
             pending = None
-        elif isinstance(m, LAYERS):
+        elif isinstance(m, _LAYERS):
             pending = (m, call)
         elif isinstance(m, act_types) and pending is not None:
             if pending[0] not in seen:
@@ -311,13 +307,9 @@ def _plan(order: list[tuple[nn.Module, int]], act_types, every_layer: bool) -> l
 
 def find_pairs(model: nn.Module, xb: torch.Tensor, act_types: tuple[type[nn.Module], ...] | None = None,
                ) -> list[Pair]:
-    """Each Conv/Linear call paired with the first activation call after it, in execution order.
-
-    Found by running `xb` with a hook on every leaf module. Pairs are by call: an activation
-    used after two layers gives two pairs. A layer followed by another before any activation
-    (a classifier) is left out; BatchNorm, pooling and dropout in between are passed over.
-    `act_types` defaults to the registry, `lsuvlib.nonlinear.ACTIVATION_TYPES`.
-    """
+    """Each Conv/Linear call paired with the first activation call after it, in execution order: by
+    call (an activation used twice gives two pairs), passing over BatchNorm, pooling and dropout; a
+    layer followed by another first is left out. `act_types`: default `nonlinear.ACTIVATION_TYPES`."""
     act_types = nonlinear.activation_types() if act_types is None else tuple(act_types)
     with _measuring(model):
         order, _ = _survey(model, xb, act_types)
@@ -329,11 +321,8 @@ class _Measured(Exception):
 
 
 def _forward(model: nn.Module, xb: torch.Tensor, points: Sequence[tuple[nn.Module, int]], stop=None) -> dict:
-    """`(mean, std, min)` of each (module, call) in `points` from one pass, which ends after `stop`.
-
-    Taken inside the hook, before a later in-place op (`ReLU(inplace=True)`) rewrites the
-    tensor, and in float32 at least: half precision would round what LSUV divides by.
-    """
+    """`(mean, std, min)` of each (module, call) in `points` on one pass, which ends after `stop`; taken
+    in the hook, before an in-place op rewrites the tensor, and in float32 at least (half rounds σ)."""
     calls, found = Counter(), {}
 
     def hook(i, m, inp, out):
@@ -376,43 +365,36 @@ def lsuv_init(model: nn.Module, xb: torch.Tensor, variant: str = "loop", *, tol:
               pairs: Sequence[tuple] | None = None, warn: bool = True, trace: bool = False) -> LSUVReport:
     r"""Initialise `model` in place with LSUV on the batch `xb`; report what became of every weight.
 
-    Layer by layer (conv, linear, attention) in the order the forward pass runs them, LSUV
-    measures an output $a$ on `xb`, with mean $\mu$ and std $\sigma$ over all its elements,
-    and updates the layer until $\sigma$ is 1 within `tol` (Mishkin & Matas 2016,
-    arXiv:1511.06422). `"std"`: $W \leftarrow W/\sigma$. `"mean_std"`: shift by $\mu$ until
-    $|\mu| \le$ `tol`, then $W \leftarrow W/\sigma$. `"loop"`: from one reading, shift by $\mu$
-    and $W \leftarrow W/\sigma$. `"blog"`: the same with $b \leftarrow b - \mu$ at the activation.
-    `"paper"`: orthonormal $W$, then $W \leftarrow W/\sqrt{\mathrm{Var}(a)}$ while
-    $|\mathrm{Var}(a) - 1| \ge$ `tol`. `VARIANT_INFO` gives each rule's source.
+    Layer by layer (conv, linear, attention), in the order the forward pass runs them, LSUV
+    measures an output $a$ on `xb` (mean $\mu$ and std $\sigma$ over all its elements) and
+    updates the layer until $\sigma = 1$ within `tol` (Mishkin & Matas 2016, arXiv:1511.06422):
+    `"std"`: $W \leftarrow W/\sigma$. `"mean_std"`: shift by $\mu$ until $|\mu| \le$ `tol`, then
+    as `"std"`. `"loop"`: from one reading, shift by $\mu$ and $W \leftarrow W/\sigma$. `"blog"`:
+    the same through the bias, at the activation. `"paper"`: orthonormal $W$, then
+    $W \leftarrow W/\sqrt{\mathrm{Var}(a)}$ while $|\mathrm{Var}(a) - 1| \ge$ `tol`.
+    `VARIANT_INFO` names each rule's source.
 
     $a$ is the output of the first activation module called after the layer (by call: a
-    module used twice gives two pairs), or the layer's own for `measure="layer"` and for
-    activations whose range cannot reach unit std (`nonlinear.is_bounded`). A layer followed
-    by another layer first (a classifier) is left alone. `"paper"` measures every layer's own
-    output, the last included; so does every variant on a network without activation modules
-    (activations called as functions, as in `nn.TransformerEncoderLayer`), with a warning.
-    `nn.MultiheadAttention` is measured at its own output: it is linear in `out_proj.weight`,
-    which is divided by $\sigma$ (the mean moves through `out_proj.bias`); the query, key and
-    value projections keep their scale, which sets the softmax's temperature, not the output's.
+    module used twice gives two pairs), or the layer's own with `measure="layer"` or after a
+    bounded activation (`nonlinear.is_bounded`); a layer followed by another layer first (a
+    classifier) is left alone. `"paper"`, and every variant on a network without activation
+    modules (such as `nn.TransformerEncoderLayer`, with a warning), measure each layer's own
+    output, the last included. `nn.MultiheadAttention` is measured at its output, which is
+    linear in `out_proj.weight`: that is divided by $\sigma$ and the mean moved by
+    `out_proj.bias`; the query, key and value projections keep the softmax's temperature.
+    Shift by $\mu$ (`mean_via`): `"sub"`: `act.sub += mu`; `"bias"`: `bias -= mu` (a ReLU's
+    output cannot be centred so: `ValueError`); `"pre_bias"`: `bias -=` the layer output's
+    mean; `"auto"`: the first that applies of `sub`, `bias` at a layer's output, `pre_bias`.
 
-    Shift by $\mu$ (`mean_via`): `"sub"`: `act.sub += mu` (`GeneralRelu`); `"bias"`:
-    `bias -= mu` (through a ReLU, which has no negative outputs, that cannot centre: a
-    `ValueError`); `"pre_bias"`: `bias -=` the mean of the layer's own output. `"auto"`: `sub`
-    if the activation has one, `bias` at a layer's output, else `pre_bias`, else nothing.
-
-    Guards: a loop ends after `max_iters` steps, when the statistics stop changing, or after
-    5 steps without a 1 % closer gap; an update that makes a weight NaN or infinite is undone;
-    a layer with weights not finite ("broken") or an output std of 0 or not finite ("dead") is
-    left untouched. Such rows get `converged=False`, a status saying why, and a warning.
-    Passes run in eval mode under `torch.no_grad()` and stop at the measured module; BatchNorm
-    statistics, train/eval flags and hooks are left as they were. If the model raises, the
-    exception notes which layers LSUV had already changed.
-
-    `report.coverage` names every module with trainable weights and what became of it:
-    initialised, not converged, left alone on purpose (normalisation, embeddings, an
-    activation's parameters, a layer with no activation after it), not used on this batch, or
-    never reached, with a warning: the pass used its weights (autograd says so) but not in a
-    call LSUV measures (a bare `nn.Parameter`, a fused path, `nn.GRU`).
+    Every loop is bounded and never leaves a NaN or infinite weight (`_Target.readings`); a
+    layer that stops short, is dead (output std 0) or broken (weights not finite) gets
+    `converged=False`, a status saying why, and a warning. Passes run in eval mode without
+    gradients; BatchNorm statistics, train/eval flags and hooks are left as they were; if the
+    model raises, the exception notes which layers were already changed. `report.coverage`
+    says what became of every module with trainable weights, also those left alone on
+    purpose (normalisation, embeddings, an activation's parameters), not used on this batch,
+    or never reached, with a warning: autograd says their weights shaped the output, but in no
+    call LSUV measures (a bare `nn.Parameter`, `nn.GRU`).
 
     Args:
         model: the network, changed in place.
@@ -434,45 +416,44 @@ def lsuv_init(model: nn.Module, xb: torch.Tensor, variant: str = "loop", *, tol:
     """
     v, tol, pairs = _checked(variant, tol, max_iters, measure, mean_via, pairs)
     xb = _check_batch(model, xb)
-    floor, dtype = _precision(next(model.parameters()).dtype), next(model.parameters()).dtype
-    if tol < floor:
-        warnings.warn(f"LSUV: tol={tol:g} is below the {_dtype_name(dtype)} precision of the measured statistics "
-                      f"(~{floor:.1e}); layers can meet it only to that precision", stacklevel=2)
+    dtype = next(model.parameters()).dtype
+    if tol < _precision(dtype):
+        warnings.warn(f"LSUV: tol={tol:g} is below the {str(dtype).removeprefix('torch.')} precision of the measured "
+                      f"statistics (~{_precision(dtype):.1e}); layers can meet it only to that precision", stacklevel=2)
     act_types = nonlinear.activation_types() if act_types is None else tuple(act_types)
     names, report = layer_names(model), LSUVReport(variant=variant, tol=tol)
     with _measuring(model):
         order, used = _survey(model, xb, act_types)
         todo = pairs if pairs is not None else _plan(order, act_types, v.every_layer)
-        if pairs is None and all(p.act is None for p in todo):  # no activation modules: measure the layers
-            todo = _plan(order, act_types, every_layer=True)
-            if todo and warn and not v.every_layer:
+        if pairs is None and not v.every_layer and all(p.act is None for p in todo):  # no activation modules
+            todo = _plan(order, act_types, every_layer=True)  # so measure each layer's own output
+            if todo and warn:
                 warnings.warn("LSUV: no activation module follows a weight layer (an activation called as a "
                               "function is invisible to hooks), so each layer's own output is measured, as in "
                               "'paper'", stacklevel=2)
         if not todo:
             raise ValueError("no conv, linear or attention layer ran on this batch; pass pairs=[(layer, act)]")
+        run = SimpleNamespace(model=model, xb=xb, max_iters=max_iters, trace=trace, warn=warn, report=report,
+                              names=names, changed={})
+        run.targets = [_Target(run, p, v, measure, mean_via) for p in todo]
         if v.every_layer if orthonormal is None else orthonormal:
-            for p in todo:
-                nn.init.orthogonal_(_weight_and_bias(p.layer)[0])
-        where = [_where(v, p, measure) for p in todo]
-        run = SimpleNamespace(model=model, xb=xb, max_iters=max_iters, trace=trace, report=report, names=names,
-                              todo=todo, every=[_point(p, w) for p, w in zip(todo, where)], changed={})
+            for t in run.targets:
+                nn.init.orthogonal_(t.weight)
+                run.changed.setdefault(names[t.pair.layer])
         try:
-            for p, w in zip(todo, where):
-                report.append(_adjust(_Target(run, p, w, _via(v, p, w, mean_via)), v, tol, variant))
+            for t in run.targets:
+                report.append(_adjust(t, v, tol, variant))
         except Exception as e:
             e.add_note(f"LSUV had already changed {', '.join(run.changed) or 'no layer'} when this was raised; "
                        "those layers keep their new weights")
             raise
-    _fill_coverage(report, model, todo, order, used, explicit=pairs is not None)
-    if warn:
-        _warn(report, model)
+    _fill_coverage(report, model, todo, order, used, warn, explicit=pairs is not None)
     return report
 
 
 def _adjust(t: _Target, v: _Variant, tol: float, variant: str) -> LayerReport:
     """Run the variant's rule on one layer; its report row."""
-    p, names, first = t.pair, t.run.names, t.first
+    p, names, first = t.pair, t.run.names, t.reading()
     if t.via == "bias" and t.where == "activation" and first.low >= 0 and abs(first.mean) > tol \
             and _DEAD_STD <= first.std < math.inf:
         raise ValueError(
@@ -482,12 +463,16 @@ def _adjust(t: _Target, v: _Variant, tol: float, variant: str) -> LayerReport:
     v.rule(t, tol)
     act = "-" if p.act is None else f"{names[p.act]} ({type(p.act).__name__})" + (
         f" call {p.act_call + 1}" if p.act_call else "")
-    return LayerReport(names[p.layer], act, t.steps, first.mean, first.std, t.last.mean, t.last.std, t.met,
-                       _status(t, tol, v), t.via, t.where, None if t.via == "-" else t.last.centre)
+    row = LayerReport(names[p.layer], act, t.steps, first.mean, first.std, t.last.mean, t.last.std, t.met,
+                      _status(t, tol, v), t.via, t.where, None if t.via == "-" else t.last.centre)
+    if not t.met and t.run.warn:
+        warnings.warn(f"LSUV ({variant}) on layer {row.layer}: {row.status} after {row.iterations} steps "
+                      f"(mean {row.mean_after:.3g}, std {row.std_after:.3g})", stacklevel=3)
+    return row
 
 
 def _status(t: _Target, tol: float, v: _Variant) -> str:
-    r, floor, kind = t.last, _precision(t.weight.dtype), _dtype_name(t.weight.dtype)
+    r, floor, kind = t.last, _precision(t.weight.dtype), str(t.weight.dtype).removeprefix("torch.")
     if t.status:
         return {"broken": "broken: its weights hold NaN or infinite values; layer left unchanged",
                 "dead": f"dead: std is {r.std:.3g}; layer left unchanged" if t.steps == 0
@@ -507,43 +492,32 @@ def _status(t: _Target, tol: float, v: _Variant) -> str:
                          f"mean {r.mean:.3g}"}[t.stop]
 
 
-def _fill_coverage(report: LSUVReport, model: nn.Module, todo: list[Pair], order, used: set[int],
+def _fill_coverage(report: LSUVReport, model: nn.Module, todo: list[Pair], order, used: set[int], warn: bool,
                    explicit: bool) -> None:
     """`report.coverage` and `report.unpaired`: what became of every module with trainable weights."""
     rows = {p.layer: r for p, r in zip(todo, report)}
-    rows |= {m.out_proj: r for m, r in rows.items() if isinstance(m, nn.MultiheadAttention)}
-    ran = {m for m, _ in order}
+    rows |= {m.out_proj: r for m, r in rows.items() if isinstance(m, nn.MultiheadAttention)}  # set through it
+    ran = {m for m, _ in order} | {m.out_proj for m, _ in order if isinstance(m, nn.MultiheadAttention)}
     unpaired = "not among pairs=" if explicit else "no activation follows it before the next weight layer"
     for name, m in model.named_modules():
         own, r = {id(p) for p in m.parameters(recurse=False) if p.requires_grad}, rows.get(m)
         if r is not None:
             at = r.activation if r.measured == "activation" else f"{r.layer}'s output"
             report.coverage[name] = f"initialised: std {r.std_after:.3f} at {at}" if r.converged else r.status
-        elif own and not own & used:
-            report.coverage[name] = "not used by the forward pass on this batch"
         elif own:
-            report.coverage[name] = (
+            report.coverage[name] = what = (
+                "not used by the forward pass on this batch" if not own & used else
                 "left alone: a normalisation layer keeps its scale 1 and shift 0" if isinstance(m, _NORMS) else
                 "left alone: an embedding is a lookup table, with no input to scale it by"
                 if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) else
                 "left alone: an activation's own parameters" if nonlinear.is_activation(m) else
-                f"left alone: {unpaired}" if isinstance(m, LAYERS) and m in ran else
+                f"left alone: {unpaired}" if isinstance(m, _LAYERS) and m in ran else
                 "never reached: the forward pass used its weights, but not in a call LSUV measures (a bare "
                 "parameter, a fused path, or a layer type LSUV has no rule for)")
-            if report.coverage[name] == f"left alone: {unpaired}":
-                report.unpaired.append((name, unpaired))
-
-
-def _warn(report: LSUVReport, model: nn.Module) -> None:
-    for r in report:
-        if not r.converged:
-            warnings.warn(f"LSUV ({report.variant}) on layer {r.layer}: {r.status} after {r.iterations} steps "
-                          f"(mean {r.mean_after:.3g}, std {r.std_after:.3g})", stacklevel=3)
-    kinds = {name: type(m).__name__ for name, m in model.named_modules()}
-    for name, what in report.coverage.items():
-        if what.startswith("never reached"):
-            warnings.warn(f"LSUV never reached {name} ({kinds[name]}): {what.split(': ', 1)[1]}; its weights are "
-                          "as they were, so initialise it another way", stacklevel=3)
+            report.unpaired += [(name, unpaired)] if what == f"left alone: {unpaired}" else []
+            if warn and what.startswith("never reached: "):
+                warnings.warn(f"LSUV never reached {name} ({type(m).__name__}): {what.split(': ', 1)[1]}; its "
+                              "weights are as they were, so initialise it another way", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- checking the arguments
@@ -576,10 +550,10 @@ def _checked(variant, tol=None, max_iters=50, measure="auto", mean_via="auto", p
 
 def _checked_pair(i: int, p) -> Pair:
     items = tuple(p) if isinstance(p, (tuple, list)) else (p,)
-    if 2 <= len(items) <= 4 and isinstance(items[0], LAYERS) and isinstance(items[1], (nn.Module, type(None))):
+    if 2 <= len(items) <= 4 and isinstance(items[0], _LAYERS) and isinstance(items[1], (nn.Module, type(None))):
         return Pair(*items)
     got = ", ".join(type(x).__name__ for x in items[:2])
-    hint = "; swap them" if len(items) > 1 and isinstance(items[1], LAYERS) else ""
+    hint = "; swap them" if len(items) > 1 and isinstance(items[1], _LAYERS) else ""
     raise ValueError(f"pairs[{i}] must be (weight layer, activation), e.g. (nn.Linear, nn.ReLU); got ({got}){hint}")
 
 
@@ -591,10 +565,9 @@ def _check_batch(model: nn.Module, xb) -> torch.Tensor:
         raise ValueError(f"the input batch xb is empty (shape {tuple(xb.shape)}); LSUV needs real inputs to measure")
     if xb.dim() == 0 or len(xb) < 2:
         raise ValueError(f"xb has shape {tuple(xb.shape)}, and a batch of one has no spread: pass several inputs")
-    bad = (~torch.isfinite(xb)).sum().item() if xb.is_floating_point() else 0
-    if bad:
-        nan = torch.isnan(xb).sum().item()
-        raise ValueError(f"the input batch xb has {nan} NaN and {bad - nan} infinite values out of {xb.numel()}; "
+    if xb.is_floating_point() and not torch.isfinite(xb).all():
+        nan, inf = torch.isnan(xb).sum().item(), torch.isinf(xb).sum().item()
+        raise ValueError(f"the input batch xb has {nan} NaN and {inf} infinite values out of {xb.numel()}; "
                          "LSUV measures statistics of real inputs, so clean the batch first")
     if xb.dtype == torch.uint8:
         warnings.warn("LSUV: xb is uint8, so the weights are scaled for raw 0-255 values while training likely "
@@ -602,8 +575,8 @@ def _check_batch(model: nn.Module, xb) -> torch.Tensor:
     param = next(model.parameters(), None)
     if param is None:
         raise ValueError("the model has no parameters to initialise")
-    # integer inputs other than pixels are indices (token ids): they stay integers
-    return xb.to(param.device, param.dtype) if xb.is_floating_point() or xb.dtype == torch.uint8 else xb.to(param.device)
+    pixels = xb.is_floating_point() or xb.dtype == torch.uint8  # other integers are indices (token ids)
+    return xb.to(param.device, param.dtype) if pixels else xb.to(param.device)
 
 
 def _precision(dtype: torch.dtype) -> float:
@@ -611,40 +584,9 @@ def _precision(dtype: torch.dtype) -> float:
     return max(64 * torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps, torch.finfo(dtype).eps)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _where(v: _Variant, p: Pair, measure: str) -> str:
-    if p.act is None or v.measure == "layer":
-        return "layer"
-    if measure == "auto":
-        return "layer" if v.measure == "auto" and nonlinear.is_bounded(p.act) else "activation"
-    return measure
-
-
-def _via(v: _Variant, p: Pair, where: str, mean_via: str) -> str:
-    """Which of 'sub', 'bias', 'pre_bias' moves the mean ('-': this variant or this layer moves none)."""
-    want, has_bias = mean_via if v.mean == "auto" else v.mean, _weight_and_bias(p.layer)[1] is not None
-    if want == "auto":
-        return ("sub" if where == "activation" and hasattr(p.act, "sub") else "-" if not has_bias
-                else "bias" if where == "layer" else "pre_bias")
-    if want == "sub" and (where == "layer" or not hasattr(p.act, "sub")):
-        raise ValueError(f"mean_via='sub' shifts an activation's `sub` at its output; got {type(p.act).__name__} "
-                         f"measured at the {where}")
-    if want in ("bias", "pre_bias") and not has_bias:
-        raise ValueError(f"mean_via={want!r} needs a bias, but {type(p.layer).__name__} was built with bias=False")
-    return want
-
-
 class LSUVCallback(Callback):
-    """Run `lsuv_init` before training, on the first training batch of the fit.
-
-    Every keyword argument goes to `lsuv_init` (`tol`, `mean_via`, `trace`, ...); those that
-    need no model are checked when the callback is built. The batch is drawn without
-    advancing the loader's shuffling, so training sees the same data order with or without
-    this callback. The report is kept as `.report`.
-    """
+    """Run `lsuv_init` (keyword arguments checked when built) on the first training batch before the fit,
+    drawn without advancing the loader's shuffling; the report is kept as `.report`."""
 
     order = -10  # before anything that hooks the model
 

@@ -6,6 +6,7 @@ behaviour under test (pairing, BatchNorm stats, modes, reporting) does not depen
 """
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,6 +57,9 @@ def test_torchvision_model_completes_and_leaves_bn_and_modes_alone(name, variant
     assert len(report) >= 8
     for r in report:
         assert r.converged or r.status.startswith(("not converged: ", "dead: ")), r
+    # every module with weights is accounted for, and plain conv nets hold nothing LSUV cannot reach
+    assert set(report.coverage) == {n for n, m in model.named_modules() if list(m.parameters(recurse=False))}
+    assert not [n for n, w in report.coverage.items() if w.startswith(("never reached", "not used"))]
     if variant == "paper":
         n_weight = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
         assert len(report) == n_weight and all(r.measured == "layer" for r in report)
@@ -256,3 +260,17 @@ def test_embedding_takes_token_ids_as_they_are_and_is_left_alone():
     assert warned == [] and report.all_converged and [r.layer for r in report] == ["1"]
     assert report.coverage["0"] == "left alone: an embedding is a lookup table, with no input to scale it by"
     assert report.coverage["3"].startswith("left alone: a normalisation layer")
+
+
+def test_readme_transformer_block_report_is_what_lsuv_init_prints():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "block = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)" in readme
+    printed = readme.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+    with pytest.warns(UserWarning, match="no activation module"):
+        report = L.lsuv_init(block, torch.randn(16, 10, 32))
+    lines = str(report).splitlines()
+    assert len(lines) == len(printed) and lines[0] == printed[0]
+    assert [(r.split()[0], r.split()[-1]) for r in lines[1:4]] == [(r.split()[0], r.split()[-1]) for r in printed[1:4]]
+    assert lines[4].startswith("self_attn.out_proj: initialised: std ") and lines[5:] == printed[5:]
