@@ -635,7 +635,8 @@ def test_callback_checks_its_arguments_when_built():
 
 def test_swapped_pairs_say_which_pair_and_what_was_given():
     model, xb = random_stack(0, "linear", "relu", 2), batch("linear")
-    message = r"pairs\[1\] must be \(weight layer, activation\), e.g. \(nn.Linear, nn.ReLU\); got \(ReLU, Linear\); swap them"
+    message = (r"pairs\[1\] must be \(weight layer, activation\), e.g. \(nn.Linear, nn.ReLU\); "
+               r"got \(ReLU, Linear\); swap them")
     with pytest.raises(ValueError, match=message):
         L.lsuv_init(model, xb, pairs=[(model[0], model[1]), (model[3], model[2])])
     with pytest.raises(ValueError, match=r"pairs\[0\] must be .*; got \(Linear\)$"):

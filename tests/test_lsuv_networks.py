@@ -122,14 +122,14 @@ def test_layernorm_undoes_the_scale_and_the_pair_says_so():
 def output_std(model, xb, module):
     """The std of `module`'s output (an attention's first output) on one eval pass, measured here."""
     seen = []
-    handle = module.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).std().item()))
+    handle = module.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).std()))
     try:
         model.eval()
         with torch.no_grad():
             model(xb)
     finally:
         handle.remove()
-    return seen[0]
+    return seen[0].item()
 
 
 def sequences(n=16, length=10, features=16, seed=0):
