@@ -243,8 +243,12 @@ def test_bad_arguments_name_the_problem():
         L.lsuv_init(model, xb, measure="input")
     with pytest.raises(ValueError, match="max_iters"):
         L.lsuv_init(model, xb, max_iters=0)
-    with pytest.raises(ValueError, match="no \\(weight layer, activation\\) pairs"):
-        L.lsuv_init(nn.Sequential(nn.Linear(12, 3)), xb)
+    # Changed on purpose (issue 20): a network without activation modules is measured at the layers' outputs.
+    with pytest.warns(UserWarning, match="no activation module follows a weight layer"):
+        report = L.lsuv_init(nn.Sequential(nn.Linear(12, 3)), xb)
+    assert [(r.layer, r.measured, r.converged) for r in report] == [("0", "layer", True)]
+    with pytest.raises(ValueError, match="no conv, linear or attention layer ran on this batch"):
+        L.lsuv_init(nn.Sequential(nn.BatchNorm1d(12), nn.ReLU()), xb)
     no_bias = nn.Sequential(nn.Linear(12, 8, bias=False), nn.LeakyReLU())
     with pytest.raises(ValueError, match="bias=False"):
         L.lsuv_init(no_bias, xb, "loop", mean_via="bias")
@@ -559,3 +563,81 @@ def test_residual_pair_that_cannot_reach_unit_std_ends_not_converged_with_a_reas
     assert branch.status.startswith("not converged: progress stalled") and "residual" in branch.status
     assert branch.iterations < 200  # stopped by the stall guard, not by running out of steps
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- issue 21: what a user sees
+
+def test_uint8_batch_warns_that_the_weights_fit_raw_pixels():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+    pixels = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="xb is uint8, so the weights are scaled for raw 0-255 values"):
+        L.lsuv_init(model, pixels, "std")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, None), (torch.float16, 1e-4)])  # precision ~8e-3, ~1e-3
+def test_half_precision_model_is_told_the_tolerance_is_below_its_precision(dtype, tol):
+    model = random_stack(4, "linear", "relu", 2).to(dtype)
+    name = str(dtype).removeprefix("torch.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = L.lsuv_init(model, batch("linear"), "std", tol=tol)
+    assert any(f"below the {name} precision" in str(w.message) for w in caught)
+    assert all(f"below {name} precision" in r.status for r in report), [r.status for r in report]
+    assert not any("do not respond" in r.status or "stalled" in r.status for r in report)
+    assert all(abs(r.std_after - 1) < 0.05 for r in report)
+
+
+def test_nan_weight_is_reported_broken_and_left_alone():
+    model = random_stack(0, "linear", "leaky", 3)
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.warns(UserWarning, match="layer 2: broken: its weights hold NaN"):
+        report = L.lsuv_init(model, batch("linear"), "loop")
+    assert report[1].status.startswith("broken") and report[1].iterations == 0 and not report[1].converged
+    assert torch.isnan(model[2].weight[0, 0]) and torch.isfinite(model[2].weight.flatten()[1:]).all()
+    assert report[0].converged  # the layer before it is set as usual
+
+
+def test_batch_of_one_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"xb has shape \(1, 12\), and a batch of one has no spread"):
+        L.lsuv_init(random_stack(0, "linear", "relu", 2), batch("linear")[:1])
+
+
+def test_forward_that_raises_part_way_names_the_layers_already_changed():
+    class FailsOnThirdCall(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:  # pass 1 finds the layers, pass 2 measures layer 3 first, pass 3 after its step
+                raise RuntimeError("boom")
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.LeakyReLU(), FailsOnThirdCall(), nn.Linear(16, 16), nn.LeakyReLU())
+    with pytest.raises(RuntimeError, match="boom") as caught:
+        L.lsuv_init(model, batch("linear"), "std")
+    assert caught.value.__notes__ == ["LSUV had already changed 0, 3 when this was raised; those layers keep "
+                                      "their new weights"]
+    assert L.hook_count(model) == 0
+
+
+def test_callback_checks_its_arguments_when_built():
+    with pytest.raises(ValueError, match="tol must be a positive finite number, got -1"):
+        L.LSUVCallback(tol=-1)
+    with pytest.raises(ValueError, match="max_iters must be at least 1, got 0"):
+        L.LSUVCallback("std", max_iters=0)
+    with pytest.raises(ValueError, match="measure must be one of 'auto', 'activation', 'layer', got 'input'"):
+        L.LSUVCallback(measure="input")
+    with pytest.raises(ValueError, match="variant 'paper' measures the layer's output"):
+        L.LSUVCallback("paper", measure="activation")
+
+
+def test_swapped_pairs_say_which_pair_and_what_was_given():
+    model, xb = random_stack(0, "linear", "relu", 2), batch("linear")
+    message = (r"pairs\[1\] must be \(weight layer, activation\), e.g. \(nn.Linear, nn.ReLU\); "
+               r"got \(ReLU, Linear\); swap them")
+    with pytest.raises(ValueError, match=message):
+        L.lsuv_init(model, xb, pairs=[(model[0], model[1]), (model[3], model[2])])
+    with pytest.raises(ValueError, match=r"pairs\[0\] must be .*; got \(Linear\)$"):
+        L.lsuv_init(model, xb, pairs=[model[0]])

@@ -1,10 +1,12 @@
-"""LSUV on networks readers use: torchvision models, BatchNorm, residual blocks, grouped convolutions.
+"""LSUV on networks readers use: torchvision models, BatchNorm, residual blocks, grouped convolutions,
+attention and transformer blocks; and the report's account of every module with weights (`coverage`).
 
 Images are 32x32 (batch 32) so the three torchvision models stay quick on 2 CPU cores; the
 behaviour under test (pairing, BatchNorm stats, modes, reporting) does not depend on size.
 """
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +57,9 @@ def test_torchvision_model_completes_and_leaves_bn_and_modes_alone(name, variant
     assert len(report) >= 8
     for r in report:
         assert r.converged or r.status.startswith(("not converged: ", "dead: ")), r
+    # every module with weights is accounted for, and plain conv nets hold nothing LSUV cannot reach
+    assert set(report.coverage) == {n for n, m in model.named_modules() if list(m.parameters(recurse=False))}
+    assert not [n for n, w in report.coverage.items() if w.startswith(("never reached", "not used"))]
     if variant == "paper":
         n_weight = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
         assert len(report) == n_weight and all(r.measured == "layer" for r in report)
@@ -91,6 +96,7 @@ def test_grouped_and_depthwise_convolutions_are_scaled_as_one_layer():
     for variant in ("std", "loop", "paper"):
         report = L.lsuv_init(model, xb, variant)
         assert report.all_converged, (variant, report)
+        assert len(report.coverage) == 3 and all(w.startswith("initialised: std ") for w in report.coverage.values())
 
 
 def test_layer_with_no_activation_is_listed_not_touched():
@@ -109,3 +115,162 @@ def test_layernorm_undoes_the_scale_and_the_pair_says_so():
         report = L.lsuv_init(model, torch.randn(64, 12) * 2, "std", max_iters=30)
     assert report[0].status.startswith("not converged: ") and report[0].iterations < 30
     assert torch.isfinite(model[0].weight).all()
+
+
+# ----------------------------------------------------------------------------- coverage: every weight accounted for
+
+def output_std(model, xb, module):
+    """The std of `module`'s output (an attention's first output) on one eval pass, measured here."""
+    seen = []
+    handle = module.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, tuple) else o).std()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(xb)
+    finally:
+        handle.remove()
+    return seen[0].item()
+
+
+def sequences(n=16, length=10, features=16, seed=0):
+    return torch.randn(n, length, features, generator=torch.Generator().manual_seed(seed))
+
+
+def with_warnings(fn):
+    """What `fn()` returns and the text of every warning it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, [str(w.message) for w in caught]
+
+
+class AttentionBetweenLinears(nn.Module):
+    """The issue's model: Linear -> ReLU -> nn.MultiheadAttention -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act = nn.Linear(16, 32), nn.ReLU()
+        self.att, self.out = nn.MultiheadAttention(32, 4, batch_first=True), nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = self.act(self.inp(x))
+        return self.out(self.att(h, h, h)[0])
+
+
+def test_attention_output_is_set_through_out_proj_and_every_weight_is_accounted_for():
+    torch.manual_seed(0)
+    model, xb = AttentionBetweenLinears(), sequences()
+    report, warned = with_warnings(lambda: L.lsuv_init(model, xb))
+    assert warned == []
+    assert [(r.layer, r.measured, r.mean_via) for r in report] == [("inp", "activation", "pre_bias"),
+                                                                     ("att", "layer", "bias")]
+    assert report.all_converged and abs(output_std(model, xb, model.att) - 1) <= 1e-3
+    assert report.coverage == {"inp": "initialised: std 1.000 at act (ReLU)",
+                               "att": "initialised: std 1.000 at att's output",
+                               "att.out_proj": "initialised: std 1.000 at att's output",
+                               "out": "left alone: no activation follows it before the next weight layer"}
+    assert str(report).splitlines()[-2:] == ["att.out_proj: initialised: std 1.000 at att's output",
+                                             "out: left alone: no activation follows it before the next weight layer"]
+
+
+def test_transformer_encoder_layer_without_activation_modules_sets_each_layer_output():
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)  # its ReLU is a function, not a module
+    model, xb = nn.Sequential(nn.Linear(16, 32), block, nn.Linear(32, 4)), sequences()
+    report, warned = with_warnings(lambda: L.lsuv_init(model, xb))
+    assert len(warned) == 1 and "no activation module follows a weight layer" in warned[0]
+    assert [r.layer for r in report] == ["0", "1.self_attn", "1.linear1", "1.linear2", "2"]
+    assert report.all_converged and all(r.measured == "layer" for r in report)
+    modules = dict(model.named_modules())
+    for r in report:
+        assert abs(output_std(model, xb, modules[r.layer]) - 1) <= 1e-3, r.layer
+    with_weights = {n for n, m in model.named_modules() if list(m.parameters(recurse=False))}
+    assert set(report.coverage) == with_weights
+    assert report.coverage["1.norm1"] == report.coverage["1.norm2"] == \
+        "left alone: a normalisation layer keeps its scale 1 and shift 0"
+
+
+class BareWeight(nn.Module):
+    """A layer written as `x @ w` with its own nn.Parameter: no Conv/Linear call for LSUV to measure."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        return x @ self.w
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act = nn.Linear(12, 16), nn.ReLU()
+        self.bare, self.gru = BareWeight(16), nn.GRU(16, 16, batch_first=True)
+        self.spare = nn.Linear(16, 16)  # built, never called
+
+    def forward(self, x):
+        return self.gru(self.bare(self.act(self.inp(x))).unsqueeze(1))[0]
+
+
+def test_weights_the_pass_used_but_lsuv_never_reached_get_one_warning_each():
+    torch.manual_seed(0)
+    model = Mixed()
+    report, warned = with_warnings(lambda: L.lsuv_init(model, torch.randn(64, 12)))
+    never = [w for w in warned if "never reached" in w]
+    assert len(never) == 2 == len(warned)
+    assert never[0].startswith("LSUV never reached bare (BareWeight): the forward pass used its weights, but not in "
+                               "a call LSUV measures")
+    assert never[1].startswith("LSUV never reached gru (GRU):")
+    assert [r.layer for r in report] == ["inp"] and report.all_converged
+    assert report.coverage["spare"] == "not used by the forward pass on this batch"
+    assert report.coverage["bare"].startswith("never reached") and report.coverage["gru"].startswith("never reached")
+
+
+@pytest.mark.parametrize("conv, shape", [(nn.Conv1d, (32, 3, 24)), (nn.Conv3d, (8, 3, 6, 6, 6))])
+def test_conv1d_and_conv3d_with_grouped_and_depthwise_layers(conv, shape):
+    torch.manual_seed(0)
+    model = nn.Sequential(conv(3, 12, 3, padding=1), nn.ReLU(), conv(12, 12, 3, padding=1, groups=12), nn.GELU(),
+                          conv(12, 12, 1, groups=3), nn.SiLU())
+    xb = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    for variant in ("std", "loop", "paper"):
+        report = L.lsuv_init(model, xb, variant)
+        assert report.all_converged and len(report) == 3, (variant, report)
+        assert all(w.startswith("initialised: std ") for w in report.coverage.values())
+    report = L.lsuv_init(model, xb, "std")
+    assert all(abs(output_std(model, xb, model[i]) - 1) <= 1e-3 for i in (1, 3, 5))
+
+
+def test_prelu_slopes_are_left_alone_and_the_report_says_so():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 32), nn.PReLU(), nn.Linear(32, 32), nn.PReLU(32), nn.Linear(32, 4))
+    slopes = [model[1].weight.clone(), model[3].weight.clone()]
+    xb = torch.randn(128, 12, generator=torch.Generator().manual_seed(0))
+    report, warned = with_warnings(lambda: L.lsuv_init(model, xb))
+    assert warned == [] and report.all_converged and [r.layer for r in report] == ["0", "2"]
+    assert report.coverage["1"] == report.coverage["3"] == "left alone: an activation's own parameters"
+    assert torch.equal(model[1].weight, slopes[0]) and torch.equal(model[3].weight, slopes[1])
+    assert all(abs(output_std(model, xb, model[i]) - 1) <= 1e-3 for i in (1, 3))
+
+
+def test_embedding_takes_token_ids_as_they_are_and_is_left_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 32), nn.GELU(), nn.LayerNorm(32))
+    ids = torch.randint(0, 50, (32, 10), generator=torch.Generator().manual_seed(0))
+    report, warned = with_warnings(lambda: L.lsuv_init(model, ids))
+    assert warned == [] and report.all_converged and [r.layer for r in report] == ["1"]
+    assert report.coverage["0"] == "left alone: an embedding is a lookup table, with no input to scale it by"
+    assert report.coverage["3"].startswith("left alone: a normalisation layer")
+
+
+def test_readme_transformer_block_report_is_what_lsuv_init_prints():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "block = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)" in readme
+    printed = readme.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+    with pytest.warns(UserWarning, match="no activation module"):
+        report = L.lsuv_init(block, torch.randn(16, 10, 32))
+    lines = str(report).splitlines()
+    assert len(lines) == len(printed) and lines[0] == printed[0]
+    assert [(r.split()[0], r.split()[-1]) for r in lines[1:4]] == [(r.split()[0], r.split()[-1]) for r in printed[1:4]]
+    assert lines[4].startswith("self_attn.out_proj: initialised: std ") and lines[5:] == printed[5:]
