@@ -247,14 +247,7 @@ def seeds_from(base: int, n: int) -> list[int]:
     return list(range(base, base + n))
 
 
-def summarise_final(runs: Sequence[Run], phase: str = "eval", metric: str = "accuracy") -> dict:
-    """`stats.summarise` of the last epoch's `metric` over the runs that finished.
-
-    A diverged run has no final value to average; `n_stopped` counts those runs, so a
-    summary never hides them.
-    """
-    finished = [run for run in runs if not run.stopped]
-    values = [final(run.history, phase, metric) for run in finished]
-    nan = float("nan")
-    out = summarise(values) if values else dict(n=0, mean=nan, sd=nan, ci_low=nan, ci_high=nan)
-    return {**out, "n_stopped": len(runs) - len(finished)}
+def summarise_final(runs: Sequence[Run], chance: float, phase: str = "eval", metric: str = "accuracy") -> dict:
+    """`stats.summarise` of the last epoch's `metric` over every run, a diverged run counted at
+    `chance` (1 / number of classes), so a mean over N seeds is over N seeds and says how many diverged."""
+    return summarise([None if run.stopped else final(run.history, phase, metric) for run in runs], chance=chance)

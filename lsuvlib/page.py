@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 import sys
 import warnings
 from typing import TYPE_CHECKING, Sequence
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     from .data import ImageSet
     from .results import Chapter
-    from .stats import Paired
 
 
 class Table(str):
@@ -74,75 +72,38 @@ def stand_in_note(ds: "ImageSet", wanted: str, source_name: str) -> str:
 
 def against_blog(experiment: str, label: str, runs: Sequence, ds: "ImageSet",
                  lr: float | None = None) -> tuple[dict, dict]:
-    """One row setting this page's runs beside the blog's single run of ``experiment``.
+    """One row setting this page's runs beside the blog's single run of `experiment`.
 
-    The verdict is :func:`lsuvlib.stats.versus_source`: is the blog's number inside the 95%
-    prediction interval for one new run of ours? Runs that diverged have no final accuracy;
-    they are counted, and with fewer than 2 finished runs nothing is judged. Returns the
-    record for the results file and the cells for :func:`blog_verdict_table`.
+    The verdict is `stats.versus_source`: is the blog's number inside the 95% prediction interval
+    for one new run of ours? Only on the blog's own dataset; on a stand-in the blog's number is
+    context, "other dataset: no verdict". A diverged run counts at chance accuracy, as everywhere.
+    Returns the record for the results file (`source_verdicts`) and the cells of the table row.
     """
     from .experiment import summarise_final
-    from .learner import final
     from .sources import BLOG
     from .stats import fmt_mean_sd, versus_source
 
+    chance = 1 / len(ds.classes)
     source = BLOG["eval_accuracy"][experiment]
-    stand_in = ds.name != BLOG["dataset"]
-    finished = [final(r.history, "eval", "accuracy") for r in runs if not r.diverged]
-    record = dict(experiment=experiment, label=label, source=source, n=len(finished), n_runs=len(runs),
-                  stand_in=stand_in, **({} if lr is None else dict(lr=lr)))
-    if len(finished) >= 2:
-        record.update(versus_source(finished, source, bounds=(0, 1)))
-        verdict = record["verdict"] + (" (stand-in data)" if stand_in else "")
-    else:
-        verdict = "not judged: fewer than 2 runs finished"
-    if len(finished) < len(runs):
-        verdict += f"; {len(runs) - len(finished)} of {len(runs)} runs diverged, the blog's one run did not"
-    cells = {"experiment": label, "dataset": ds.title, **({} if lr is None else {"lr": f"{lr:g}"}),
-             "runs finished": f"{len(finished)} of {len(runs)}",
-             "final eval accuracy (mean ± sd)": fmt_mean_sd(summarise_final(runs), digits=3),
-             "95% prediction interval, one run": f"{record['low']:.3f} – {record['high']:.3f}" if "low" in record else "–",
-             "the blog": f"{source:.3f} (SVHN, 1 run)", "verdict": verdict}
+    finals = [None if r.diverged else r.history[-1]["accuracy"] for r in runs]
+    record = dict(versus_source(finals, source, same_dataset=ds.name == BLOG["dataset"], chance=chance),
+                  experiment=experiment, label=label, **({} if lr is None else dict(lr=lr)))
+    cells = {"experiment": label, **({} if lr is None else {"lr": f"{lr:g}"}),
+             f"final accuracy over {len(runs)} seeds": fmt_mean_sd(summarise_final(runs, chance=chance), digits=3),
+             "one run would fall in (95%)": "–" if record["low"] is None else f"{record['low']:.3f} to {record['high']:.3f}",
+             "the blog (SVHN, one run)": f"{source:.3f}", "verdict": record["verdict"]}
     return record, cells
 
 
 def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
-    """The rows of :func:`against_blog` as a table, with the stand-in caveat when it applies."""
+    """The rows of `against_blog` as a table, with what a verdict against the blog means here."""
     from .sources import BLOG
 
-    text = markdown_table(rows)
-    if ds.name != BLOG["dataset"]:
-        text += (f"\n\nThis page ran on {ds.title}, not on the blog's SVHN, so a verdict only says whether the "
-                 f"blog's number would be a plausible single run of *this* experiment on {ds.title}; it claims "
-                 "no reproduction.")
-    return Table(text)
-
-
-def test_and_interval_disagree(items: Sequence[tuple[str, "Paired", str]], unit: float = 100.0) -> str:
-    """One paragraph on the claims the sign-flip test decided while the t-based interval still includes 0.
-
-    ``items``: ``(claim, paired, verdict)`` for ordering claims; only verdicts "holds" and
-    "reversed" are looked at. The two disagree when the differences are far from normal (one
-    seed far from the rest widens the t-interval; the sign-flip test does not assume
-    normality). Each claim gets its interval and its largest difference; "" when none disagrees.
-    ``unit`` converts differences to the page's points (100 for accuracies).
-    """
-    out = []
-    for claim, p, verdict in items:
-        if verdict not in ("holds", "reversed") or not (p.ci_low <= 0 <= p.ci_high):
-            continue
-        diffs = [d * unit for d in p.diffs]
-        i = max(range(len(diffs)), key=lambda k: abs(diffs[k]))
-        median = statistics.median(abs(d) for k, d in enumerate(diffs) if k != i) if len(diffs) > 1 else 0.0
-        far = f", {abs(diffs[i]) / median:.0f} times the median size of the others" if median > 0 else ""
-        out.append(f"{claim} (interval {p.ci_low * unit:+.2f} to {p.ci_high * unit:+.2f} points; largest difference "
-                   f"{diffs[i]:+.2f} points, seed {p.seeds[i]}{far})")
-    if not out:
-        return ""
-    return ("For " + ("this claim" if len(out) == 1 else "these claims") + " the verdict is the sign-flip test's, "
-            "although the t-based 95% interval includes 0: " + "; ".join(out) + ". The largest difference widens "
-            "an interval that assumes normally distributed differences, while the sign-flip test assumes only "
-            "that with no effect each difference is as likely positive as negative.")
+    note = (f"\n\nThis page ran on {ds.title}, not on the blog's SVHN: the blog's number is shown for context "
+            "and judged against nothing." if ds.name != BLOG["dataset"] else
+            "\n\nA verdict asks whether the blog's single run is a plausible run of ours: inside the interval where "
+            "95% of our runs would fall. See [How to read a verdict](reading-verdicts.html).")
+    return Table(markdown_table(rows) + note)
 
 
 # ----------------------------------------------------------------------------- the parameters table

@@ -150,8 +150,6 @@ def fmt_mean_sd(s: dict, scale: float = 1.0, digits: int = 1) -> str:
     """`'93.1 ± 0.4'` for a summary (`scale=100` for points), naming diverged runs.
 
     From `summarise(..., chance=)`: `'61.2 ± 40.1 (2 of 5 runs diverged, counted at chance)'`.
-    From a summary of finished runs only (`n_stopped`, e.g. `experiment.summarise_final`):
-    `'93.1 ± 0.4 (mean of the 2 runs that finished; 3 of 5 diverged)'`.
     """
     mean, sd = s["mean"], s["sd"]
     if mean is None or math.isnan(mean):
@@ -162,9 +160,6 @@ def fmt_mean_sd(s: dict, scale: float = 1.0, digits: int = 1) -> str:
         text = f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"
     if s.get("n_diverged"):
         text += f" ({s['n_diverged']} of {s['n']} runs diverged, counted at chance)"
-    if s.get("n_stopped"):
-        total = s["n"] + s["n_stopped"]
-        text += f" (mean of the {s['n']} runs that finished; {s['n_stopped']} of {total} diverged)"
     return text
 
 

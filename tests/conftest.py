@@ -211,3 +211,19 @@ def default_sigint() -> None:
     """``preexec_fn`` for a subprocess a test interrupts: a suite started with SIGINT ignored
     (``nohup``, many CI runners) would otherwise pass that on, and the test's Ctrl-C would go unseen."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def vouch_for(results_dir: Path, build_id: str = "20261201T120000Z-2") -> None:
+    """A build manifest naming every results file in `results_dir`, as tools/build_book.py writes it."""
+    import json
+
+    from lsuvlib.results import BUILD_MANIFEST, MANIFEST_SCHEMA, file_sha256
+
+    chapters = {}
+    for path in sorted(results_dir.glob("*.json")):
+        if path.name != BUILD_MANIFEST:
+            chapters[path.stem] = dict(status="ok", build_id=json.loads(path.read_text())["build"],
+                                       results_sha256=file_sha256(path), finished="2026-12-01T12:05:00+00:00")
+    (results_dir / BUILD_MANIFEST).write_text(json.dumps(dict(
+        schema=MANIFEST_SCHEMA, build_id=build_id, started="2026-12-01T12:00:00+00:00", status="finished",
+        profile="smoke", chapters=chapters)))

@@ -11,7 +11,7 @@ import papermill
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_INJECTED = {"results_dir", "build_profile"}
+BUILD_INJECTED = {"results_dir"}
 
 
 def book_notebooks() -> list[Path]:
@@ -21,8 +21,7 @@ def book_notebooks() -> list[Path]:
     sys.path.insert(0, str(ROOT / "tools"))
     import build_book
 
-    entries = build_book.book_entries(build_book.load_quarto_config(ROOT))
-    return [ROOT / e.path for e in entries if e.is_notebook and (ROOT / e.path).is_file()]
+    return [ROOT / p for p in build_book.book_pages(ROOT) if p.endswith(".ipynb") and (ROOT / p).is_file()]
 
 
 def declared_defaults(notebook: Path) -> dict:

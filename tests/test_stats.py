@@ -71,8 +71,6 @@ def test_fmt_mean_sd_names_diverged_runs_and_what_the_mean_is_over():
     assert fmt_mean_sd(summarise([0.93]), scale=100, digits=2) == "93.00"
     assert fmt_mean_sd(summarise([0.9, None, 0.8], chance=0.1), scale=100) == \
         "60.0 ± 43.6 (1 of 3 runs diverged, counted at chance)"
-    survivors = {**summarise([0.86, 0.87]), "n_stopped": 3}  # experiment.summarise_final's shape
-    assert fmt_mean_sd(survivors, scale=100) == "86.5 ± 0.7 (mean of the 2 runs that finished; 3 of 5 diverged)"
     assert fmt_mean_sd(dict(n=0, mean=None, sd=None)) == "no run finished"
 
 
