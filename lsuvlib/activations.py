@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import nonlinear
-from .hooks import Hooks, layer_names
+from .hooks import Hooks, reader_names
 from .learner import Callback
 
 if TYPE_CHECKING:
@@ -68,8 +68,8 @@ class ActivationStats(Callback):
             types = self.types if self.types is not None else nonlinear.ACTIVATION_TYPES
             raise ValueError(f"no module of type {', '.join(t.__name__ for t in types)} in the model to record; pass "
                              "modules=[...] or register your type with lsuvlib.register_activation(YourType)")
-        names = layer_names(learn.model)
-        self.names = [f"{names[m]} ({type(m).__name__})" for m in mods]
+        names = reader_names(learn.model)
+        self.names = [names[m] for m in mods]
         self._raw = [([], [], [], []) for _ in mods]
         self.hooks = Hooks(mods, self._record)
 

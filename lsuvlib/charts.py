@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from .lr_finder import LRFindResult
 
 # Applied while a chart is built (axes read the spine settings when they are created).
-STYLE = {"figure.dpi": 96, "axes.spines.top": False, "axes.spines.right": False}
+STYLE = {"figure.dpi": 96, "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,
+         "legend.fontsize": 9, "axes.titlesize": 10, "figure.titlesize": 11}
+# Figures are as wide as the book's text column (about 7.3 inches at the PNG's 110 dpi), so a page
+# shows them at their own size and their text stays readable; a wider one would be shrunk.
+WIDTH = 7.0
 
 
 def _styled(chart: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -61,7 +65,7 @@ def _with_note(title: str, note: str) -> str:
     return f"{title}\n({note})" if note else title
 
 
-def _grid(n: int, width: float = 11, row_height: float = 3.2, cols: int = 2) -> tuple[Figure, list]:
+def _grid(n: int, width: float = WIDTH, row_height: float = 2.6, cols: int = 2) -> tuple[Figure, list]:
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width, row_height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
@@ -73,7 +77,7 @@ def _grid(n: int, width: float = 11, row_height: float = 3.2, cols: int = 2) -> 
 @_styled
 def plot_history(history: list[dict], batch_losses: Sequence[float], title: str = "Training") -> Figure:
     """Training loss per batch, and loss and accuracy per epoch for both splits."""
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     ax_batch, ax_acc = fig.subplots(1, 2)
     ax_batch.plot(batch_losses, lw=1)
     ax_batch.set(title="Training loss per batch", xlabel="Batch", ylabel="Cross-entropy loss")
@@ -140,7 +144,7 @@ def dead_chart(stats: ActivationStats, which: str = "zero", title: str | None = 
 def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per layer") -> Figure:
     """Mean (target 0) and std (target 1) of each layer's activations over training batches."""
     _require_stats(stats)
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.6), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
     for name, m, s in zip(stats.names, stats.means, stats.stds):
         ax_mean.plot(m.numpy(), label=name)
@@ -173,7 +177,7 @@ def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's f
             if s["layer"] not in layers:
                 layers[s["layer"]] = f"{s['layer']} ({s['activation']})" if s.get("activation") else s["layer"]
     x = [p["index"] for p in passes]
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
     for layer, label in layers.items():
         by_pass = [{s["layer"]: s for s in p["stats"]}.get(layer) for p in passes]
@@ -200,7 +204,7 @@ def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's f
 @_styled
 def plot_lr_find(result: LRFindResult, title: str = "Learning-rate finder") -> Figure:
     """Loss against learning rate (log scale) with the suggested rate marked."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.6), layout="constrained")
     ax = fig.subplots()
     smoothing = getattr(result, "smoothing", 0.0)
     label = f"training loss, smoothed (EMA {smoothing:g})" if smoothing else "training loss of each batch"
@@ -214,7 +218,7 @@ def plot_lr_find(result: LRFindResult, title: str = "Learning-rate finder") -> F
 @_styled
 def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation std through a deep stack") -> Figure:
     """Std of the activations after each layer, one line per initialisation (log y axis)."""
-    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     ax = fig.subplots()
     for label, stds in curves.items():
         ax.plot(range(1, len(stds) + 1), stds, marker=".", label=label)
@@ -230,7 +234,7 @@ def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: st
 
     ``curves[label]`` holds ``epoch``, ``mean``, ``ci_low``, ``ci_high`` lists (see ``stats.aggregate``).
     """
-    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     ax = fig.subplots()
     for label, c in curves.items():
         epochs = [e + 1 for e in c["epoch"]]
@@ -263,7 +267,7 @@ def plot_activation_fn(fn, start: float = -4.0, end: float = 4.0, title: str | N
 def plot_input_moments(series: dict[str, tuple[list[float], list[float]]],
                        title: str = "Input statistics per training batch") -> Figure:
     """Per-batch mean and std of the inputs, one line per preprocessing."""
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
     for label, (means, stds) in series.items():
         ax_mean.plot(means, label=label)

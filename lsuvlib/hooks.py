@@ -39,5 +39,29 @@ def hook_count(model: nn.Module) -> int:
 
 
 def layer_names(model: nn.Module) -> dict[nn.Module, str]:
-    """Each sub-module's dotted path, e.g. ``'2.1'``, to label charts and reports."""
+    """Each sub-module's dotted path, e.g. `'layer1.0.conv2'`: exact, for reports on any model."""
     return {m: (name or type(m).__name__) for name, m in model.named_modules()}
+
+
+def reader_names(model: nn.Module) -> dict[nn.Module, str]:
+    """A name a reader knows for each sub-module, for the book's charts: the same layer, the same name.
+
+    Weight layers are numbered in the order the model defines them, with their width:
+    `"conv 2 (16 ch)"`, `"linear 1 (120)"`. An activation takes the name of the weight layer
+    it follows (its charts show that layer's outputs); any other module keeps its dotted path.
+    `{path: reader_names(model)[m] for path, m in model.named_modules()}` translates a report's paths.
+    """
+    from .nonlinear import is_activation
+
+    names = layer_names(model)
+    counts: dict[str, int] = {}
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            kind, width = ("conv", f"{m.out_channels} ch") if isinstance(m, nn.modules.conv._ConvNd) else \
+                ("linear", f"{m.out_features}")
+            counts[kind] = counts.get(kind, 0) + 1
+            last = names[m] = f"{kind} {counts[kind]} ({width})"
+        elif last and is_activation(m):
+            names[m] = last
+    return names

@@ -18,7 +18,7 @@ from lsuvlib import ActivationStats, Callback, Learner, charts, dataloaders, lr_
 from lsuvlib.models import GeneralRelu
 from lsuvlib.stats import aggregate
 
-LAYER_NAMES = ["0.2 (ReLU)", "1.1 (GeneralRelu)"]
+LAYER_NAMES = ["linear 1 (16)", "linear 2 (16)"]  # hooks.reader_names: by the weight layer each follows
 
 
 def nested_model() -> nn.Sequential:

@@ -367,7 +367,7 @@ def test_activation_stats_records_only_training_batches(toy, make_toy_model):
     assert stats.hists.shape == (2, n_train_batches * epochs, 20)
     # Each histogram counts every activation of one training batch: batch size x layer width.
     assert torch.all(stats.hists.sum(-1) <= BS * 16) and torch.all(stats.hists.sum(-1) > 0)
-    assert stats.names == ["2 (ReLU)", "4 (ReLU)"]
+    assert stats.names == ["linear 1 (16)", "linear 2 (16)"]
     assert torch.all(stats.means >= 0)  # outputs of ReLUs
     dead = stats.dead_fraction()
     assert dead.shape == (2, 24) and torch.all((0 <= dead) & (dead <= 1))
@@ -393,7 +393,7 @@ def test_activation_stats_values_match_a_direct_measurement(toy):
 
     stats = ActivationStats(modules=[model[2]])
     fit(toy, model, epochs=1, lr=1e-9, cbs=[stats, Grab()])  # lr tiny: weights practically frozen
-    assert stats.names == ["2 (ReLU)"]
+    assert stats.names == ["linear 1 (4)"]
     assert len(seen) == 8
     for i, a in enumerate(seen):
         assert stats.means[0, i].item() == pytest.approx(a.mean().item(), abs=1e-6)

