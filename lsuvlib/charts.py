@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -224,26 +224,74 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
         ax.plot(range(1, len(stds) + 1), stds, marker=".", label=label)
     ax.axhline(1, color="k", lw=0.7, ls=":")
     ax.set(yscale="log", title=title, xlabel="Layer", ylabel="Std of activations (log scale)")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # layers are counted, never 2.5
     ax.legend()
     return fig
 
 
 @_styled
-def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: str = "Test accuracy per epoch") -> Figure:
-    """Mean over seeds with a 95% confidence band, one line per configuration.
+def plot_seed_dots(panels: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], xlabel: str,
+                   ylabel: str, title: str = "", marks: Mapping[str, Mapping[str, float]] | None = None,
+                   mark_label: str = "", lines: Mapping[str, float] | None = None,
+                   missing_at: float | None = None) -> Figure:
+    """Every seed as a dot and each group's mean as a bar, side by side: one panel per key of `panels`.
 
-    ``curves[label]`` holds ``epoch``, ``mean``, ``ci_low``, ``ci_high`` lists (see ``stats.aggregate``).
+    `panels[panel][x][group]` lists one value per seed for the category `x` (an epoch, a depth, a
+    layer), one colour per `group`, the same colours in every panel. `None` is a diverged run: it is
+    drawn at `missing_at` (chance accuracy) as a cross and counts there in its mean. `marks[panel][x]`
+    adds one reference value per category (a source's single run) labelled `mark_label`; `lines`
+    draws labelled horizontal lines, e.g. `{"chance": 0.1}`. With one panel, `title` titles it.
     """
+    marks, lines = marks or {}, lines or {}
+    groups = list(dict.fromkeys(g for cats in panels.values() for by_group in cats.values() for g in by_group))
+    colours = {g: f"C{i}" for i, g in enumerate(groups)}
     fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
-    ax = fig.subplots()
-    for label, c in curves.items():
-        epochs = [e + 1 for e in c["epoch"]]
-        ax.plot(epochs, c["mean"], marker="o", label=label)
-        ax.fill_between(epochs, c["ci_low"], c["ci_high"], alpha=0.2)
-    ax.set(title=title, xlabel="Epoch", ylabel=f"Test {metric}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend()
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    slot = min(0.8 / len(groups), 0.3)
+    for ax, (panel, cats) in zip(axes, panels.items()):
+        for x, (cat, by_group) in enumerate(cats.items()):
+            for g, values in by_group.items():
+                centre = x + (groups.index(g) - (len(groups) - 1) / 2) * slot
+                _dots(ax, centre, slot, list(values), colours[g], missing_at)
+            if cat in marks.get(panel, {}):
+                ax.scatter(x, marks[panel][cat], marker="D", s=45, color="k", zorder=4)
+        for k, (label, y) in enumerate(lines.items()):
+            ax.axhline(y, color="0.3", lw=0.8, ls=(":", "--", "-.")[k % 3])
+        ax.set_xticks(range(len(cats)), [c.replace(" (", "\n(", 1) for c in cats])  # "conv 1\n(6 ch)" fits
+        ax.set(title=panel if len(panels) > 1 else title, xlabel=xlabel, ylabel=ylabel)
+    fig.legend(handles=_dot_legend(colours, mark_label if marks else "", lines, missing_at, panels),
+               loc="outside lower center", ncols=min(4, len(colours) + 3), frameon=False)
+    if title and len(panels) > 1:
+        fig.suptitle(title)
     return fig
+
+
+def _dots(ax, centre: float, slot: float, values: list, colour: str, missing_at: float | None) -> None:
+    """One group's seeds spread across its slot, diverged runs as crosses at `missing_at`, and its mean."""
+    if any(v is None for v in values) and missing_at is None:
+        raise ValueError("a value is None (a diverged run): pass missing_at=chance accuracy to draw and count it")
+    xs = centre + np.linspace(-slot / 4, slot / 4, len(values)) if len(values) > 1 else [centre]
+    done = [(x, v) for x, v in zip(xs, values) if v is not None]
+    ax.scatter([x for x, _ in done], [v for _, v in done], s=14, color=colour, alpha=0.7, lw=0, zorder=2)
+    lost = [x for x, v in zip(xs, values) if v is None]
+    ax.scatter(lost, [missing_at] * len(lost), s=22, marker="x", color=colour, zorder=2)
+    mean = float(np.mean([missing_at if v is None else v for v in values]))
+    ax.hlines(mean, centre - slot * 0.45, centre + slot * 0.45, color=colour, lw=2.2, zorder=3)
+
+
+def _dot_legend(colours: dict, mark_label: str, lines: Mapping[str, float], missing_at, panels) -> list:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=g) for g, c in colours.items() if g]
+    handles.append(Line2D([], [], color="0.3", lw=2.2, label="mean over seeds"))
+    if missing_at is not None and any(v is None for cats in panels.values() for by_group in cats.values()
+                                      for values in by_group.values() for v in values):
+        handles.append(Line2D([], [], color="0.3", marker="x", ls="", label="diverged (counted at chance)"))
+    if mark_label:
+        handles.append(Line2D([], [], color="k", marker="D", ls="", label=mark_label))
+    handles += [Line2D([], [], color="0.3", lw=0.8, ls=(":", "--", "-.")[k % 3], label=label)
+                for k, label in enumerate(lines)]
+    return handles
 
 
 @_styled

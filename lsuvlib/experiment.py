@@ -251,3 +251,19 @@ def summarise_final(runs: Sequence[Run], chance: float, phase: str = "eval", met
     """`stats.summarise` of the last epoch's `metric` over every run, a diverged run counted at
     `chance` (1 / number of classes), so a mean over N seeds is over N seeds and says how many diverged."""
     return summarise([None if run.stopped else final(run.history, phase, metric) for run in runs], chance=chance)
+
+
+
+def values_at(runs: Sequence[Run], epoch: int | None = None, phase: str = "eval", metric: str = "accuracy") -> dict:
+    """`{seed: metric}` after `epoch` (0-based; None: the last any run reached), None for a run that diverged
+    before finishing it: the per-seed values a chart draws and `stats.paired` compares."""
+    from .stats import _value_at
+
+    if epoch is None:
+        epoch = max((r["epoch"] for run in runs for r in run.history if r["phase"] == phase), default=0)
+
+    def value(run):
+        stopped_in = max((r["epoch"] for r in run.history), default=-1) if run.stopped else None
+        return None if stopped_in is not None and epoch >= stopped_in else _value_at(run.history, epoch, phase, metric)
+
+    return {run.seed: value(run) for run in runs}

@@ -212,3 +212,31 @@ def verdict_caption(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_
             f"m = {m} claim{'' if m == '1' else 's'} of its family; n = {_span([r['n'] for r in rows])} pairs, "
             f"a diverged run counting at chance accuracy; {smallest}; tie margin ±{margin} "
             f"point{'' if margin == '1' else 's'}. [How to read a verdict]({guide}).*")
+
+
+# ============================================================================= what a family's seeds can resolve
+# (task D, chapters 7 and 8: the effect a chapter is about, against the spread its build saw)
+
+def resolution_note(rows: Sequence[dict], effect: float) -> str:
+    """Whether the seeds behind `rows` (from `stats.verdicts`) could resolve an effect of `effect` points.
+
+    Takes the largest sd of the per-seed differences in the family and asks `stats.pairs_needed`
+    how many pairs a family of that size needs to resolve `effect` at that spread.
+    """
+    from .stats import pairs_needed
+
+    sds = [r["sd"] for r in rows if r["sd"] is not None]
+    if not sds:
+        n = rows[0]["n"] if rows else 0
+        return (f"With {n} seed{'' if n == 1 else 's'} this build cannot measure how much the per-seed differences "
+                f"vary, so it cannot say whether it could resolve {effect:g} points.")
+    sd, m, n = max(sds), rows[0]["m"], rows[0]["n"]
+    try:
+        need = pairs_needed(effect, sd, m, rows[0]["confidence"], most=1000)
+    except ValueError:
+        need = None
+    enough = need is not None and n >= need
+    return (f"The per-seed differences of these {m} claims have an sd of up to {sd:.2f} points in this build. At that "
+            f"spread, resolving {effect:g} points (about half of the time) takes "
+            + (f"{need} pairs" if need else "more than 1,000 pairs") + f"; this build ran {n}, "
+            + ("enough." if enough else "too few: a claim left unresolved here may be a real effect of that size."))

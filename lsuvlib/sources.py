@@ -52,6 +52,13 @@ NOTEBOOK = {
         "mean_std": {1: 91, 3: 95},
         "loop": {1: 93, 3: 95},
     },
+    # Its two conclusions as claims on the per-seed differences a - b: after epoch 1 the variants are
+    # ordered (loop > mean_std > std > none); after epoch 3 the three LSUV variants are level, and all
+    # above none. (kind, a, b, epoch), epoch 1-based.
+    "claims": [("order", "loop", "mean_std", 1), ("order", "mean_std", "std", 1), ("order", "std", "none", 1),
+               ("order", "loop", "std", 1), ("order", "loop", "none", 1), ("order", "mean_std", "none", 1),
+               ("tie", "loop", "mean_std", 3), ("tie", "loop", "std", 3), ("tie", "mean_std", "std", 3),
+               ("order", "std", "none", 3), ("order", "mean_std", "none", 3), ("order", "loop", "none", 3)],
     # Post-ReLU means the notebook printed after LSUV (its std-only run), layer by layer.
     "std_variant_means": [0.320, 0.410, 0.636, 0.718],
     "mean_std_variant_means": [0.281, 0.270, 0.300, 0.451],

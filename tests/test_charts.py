@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 from torch import nn
 
 from lsuvlib import ActivationStats, Callback, Learner, charts, dataloaders, lr_find
 from lsuvlib.models import GeneralRelu
-from lsuvlib.stats import aggregate
 
 LAYER_NAMES = ["linear 1 (16)", "linear 2 (16)"]  # hooks.reader_names: by the weight layer each follows
 
@@ -89,11 +89,6 @@ def fake_report():
     return SimpleNamespace(passes=passes)
 
 
-def _history(accs):
-    return [row for e, a in enumerate(accs) for row in (dict(epoch=e, phase="train", loss=1.0, accuracy=a, seconds=0.0),
-                                                        dict(epoch=e, phase="eval", loss=1.0, accuracy=a, seconds=0.0))]
-
-
 def build(name: str, t: dict) -> Figure:
     stats = t["stats"]
     if name == "plot_history":
@@ -108,10 +103,10 @@ def build(name: str, t: dict) -> Figure:
         return charts.plot_lr_find(t["finder"])
     if name == "plot_layer_stds":
         return charts.plot_layer_stds({"N(0, 1)": [1.0, 3.0, 9.0], "LSUV": [1.0, 1.0, 1.0]})
-    if name == "plot_seed_bands":
-        curves = {"baseline": aggregate([_history([0.5, 0.6]), _history([0.55, 0.7])]),
-                  "lsuv": aggregate([_history([0.8, 0.9]), _history([0.82, 0.88])])}
-        return charts.plot_seed_bands(curves)
+    if name == "plot_seed_dots":
+        return charts.plot_seed_dots(SEED_DOTS, xlabel="Variant", ylabel="Test accuracy (%)", title="Accuracy",
+                                     marks={"epoch 1": {"lsuv": 93.0}}, mark_label="the notebook (one run)",
+                                     lines={"chance": 10.0}, missing_at=10.0)
     if name == "plot_activation_fn":
         return charts.plot_activation_fn(GeneralRelu(leak=0.1, sub=0.4))
     if name == "plot_input_moments":
@@ -123,7 +118,7 @@ def build(name: str, t: dict) -> Figure:
 
 
 CHARTS = ["plot_history", "color_dim", "dead_chart", "dead_chart_near", "plot_stats", "plot_lr_find",
-          "plot_layer_stds", "plot_seed_bands", "plot_activation_fn", "plot_input_moments", "lsuv_passes"]
+          "plot_layer_stds", "plot_seed_dots", "plot_activation_fn", "plot_input_moments", "lsuv_passes"]
 NOT_CHARTS = ["register_ipython_png"]
 
 
@@ -159,7 +154,7 @@ def test_chart_is_a_labelled_figure(trained, name):
         assert ax.get_ylabel().strip(), f"{name}: panel {ax.get_title()!r} has no y label"
         assert ax.lines or ax.images or ax.collections, f"{name}: panel {ax.get_title()!r} is empty"
         if not ax.images:  # an image's legend is its colour bar
-            assert any(a.get_legend() for a in axes), f"{name}: no legend on any panel"
+            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel"
     for text in all_text(fig):
         assert "str(self" not in text and "{" not in text and "index(h)" not in text, f"{name}: template text {text!r}"
     fig.savefig(io.BytesIO(), format="png")  # it really renders (layout, colour bars, log axes)
@@ -316,13 +311,30 @@ def test_plot_lr_find_marks_the_suggestion(trained):
     assert f"{res.suggestion:.3g}" in suggestion[0].get_label()
 
 
-def test_plot_seed_bands_one_line_and_band_per_config(trained):
-    fig = build("plot_seed_bands", trained)
+SEED_DOTS = {"epoch 1": {"baseline": {"this book": [80.0, 82.0, None]}, "lsuv": {"this book": [90.0, 92.0, 94.0]}},
+             "epoch 3": {"baseline": {"this book": [95.0, 96.0, 97.0]}, "lsuv": {"this book": [96.0, 97.0, 98.0]}}}
+
+
+def test_plot_seed_dots_draws_every_seed_its_mean_over_all_seeds_and_the_marks(trained):
+    fig = build("plot_seed_dots", trained)
+    first, third = panels(fig)
+    assert [first.get_title(), third.get_title()] == ["epoch 1", "epoch 3"] and fig.get_suptitle() == "Accuracy"
+    dots = [p for c in first.collections if isinstance(c, PathCollection) for p in c.get_offsets().tolist()]
+    assert sorted(y for _, y in dots) == [10.0, 80.0, 82.0, 90.0, 92.0, 93.0, 94.0]  # the diverged run at chance
+    bars = sorted(c.get_segments()[0][0][1] for c in first.collections if isinstance(c, LineCollection))
+    assert bars == pytest.approx([(80 + 82 + 10) / 3, 92.0])  # a diverged run counts in its mean
+    assert [t.get_text() for t in first.get_xticklabels()] == ["baseline", "lsuv"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["this book", "mean over seeds", "diverged (counted at chance)", "the notebook (one run)", "chance"]
+
+
+def test_plot_seed_dots_with_one_panel_titles_it_and_wraps_layer_names():
+    fig = charts.plot_seed_dots({"": {"conv 1 (6 ch)": {"a": [1.0, 2.0]}}}, xlabel="Layer", ylabel="Std", title="T")
     (ax,) = panels(fig)
-    labels = [line.get_label() for line in ax.lines]
-    assert labels == ["baseline", "lsuv"]
-    assert len(ax.collections) == 2
-    assert "accuracy" in ax.get_ylabel()
+    assert ax.get_title() == "T" and [t.get_text() for t in ax.get_xticklabels()] == ["conv 1\n(6 ch)"]
+    assert "diverged (counted at chance)" not in [t.get_text() for t in fig.legends[0].get_texts()]
+    with pytest.raises(ValueError, match="missing_at=chance"):
+        charts.plot_seed_dots({"": {"x": {"a": [1.0, None]}}}, xlabel="x", ylabel="y")
 
 
 def test_charts_do_not_touch_pyplot_state(trained):

@@ -77,3 +77,19 @@ def test_against_blog_counts_diverged_runs_at_chance_and_judges_only_on_the_blog
     record, cells = against_blog("batchnorm_kaiming", "BN", steady, fashion, lr=0.2)
     assert record["verdict"] == "other dataset: no verdict" and cells["lr"] == "0.2"
     assert "shown for context and judged against nothing" in blog_verdict_table([cells], fashion)
+
+
+def test_resolution_note_compares_the_seeds_run_with_those_the_effect_needs():
+    from lsuvlib.page import resolution_note
+    from lsuvlib.stats import pairs_needed, verdicts
+
+    spread = {0: 0.010, 1: 0.030, 2: 0.005, 3: 0.025, 4: 0.015}  # differences with sd 1.02 points
+    rows = verdicts([dict(claim="a > b", a=spread, b={s: 0.0 for s in spread}),
+                     dict(claim="c > b", a={s: 0.02 for s in spread}, b={s: 0.0 for s in spread})])
+    need = pairs_needed(2.0, rows[0]["sd"], m=2)
+    note = resolution_note(rows, effect=2.0)
+    assert f"an sd of up to {rows[0]['sd']:.2f} points" in note and f"takes {need} pairs; this build ran 5" in note
+    assert note.endswith("enough." if 5 >= need else "that size.")
+    assert "takes 3 pairs; this build ran 5, enough." in resolution_note(rows, effect=20.0)
+    two = verdicts([dict(claim="a > b", a={0: 0.1}, b={0: 0.0})])
+    assert resolution_note(two, 2.0).startswith("With 1 seed this build cannot measure")

@@ -1,0 +1,146 @@
+"""lsuvlib.reproduction (chapter 7): the notebook's claims as one family, its numbers beside our runs, its
+"much the same after training" measured; and lsuvlib.experiment.values_at, which chapters 7 and 8 read runs with."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from lsuvlib import reproduction as R
+from lsuvlib.experiment import Run, values_at
+from lsuvlib.models import lenet
+from lsuvlib.sources import NOTEBOOK
+from lsuvlib.stats import check_verdict, paired, verdicts, versus_source
+
+from history_rows import rows
+
+LAYERS = ["0.0", "1.0", "3.0", "4.0"]  # lenet's weight layers, as reports and measurements name them
+READER = ["conv 1 (6 ch)", "conv 2 (16 ch)", "linear 1 (120)", "linear 2 (84)"]
+
+
+def run(seed, accs, stopped=None, stds=(2.0, 2.0, 2.0, 2.0), means_after=None):
+    """A finished (or stopped) run with LSUV rows when `means_after` is given, and trained activations."""
+    report = None if means_after is None else [
+        SimpleNamespace(layer=layer, mean_after=m, std_after=1.0, converged=True, mean_via="sub")
+        for layer, m in zip(LAYERS, means_after)]
+    after = [dict(layer=layer, activation="GeneralRelu", mean=0.5, std=s) for layer, s in zip(LAYERS, stds)]
+    return Run(seed, rows(accs), [], 0.0, stopped=stopped, lsuv_report=report, after_training=after, model=lenet())
+
+
+def test_values_at_gives_each_seed_its_epoch_and_none_from_where_a_run_diverged():
+    done = run(0, [0.5, 0.6, 0.7])
+    in_training = Run(1, rows([0.4, 0.45]) + [dict(epoch=2, phase="train", loss=math.nan, accuracy=0.1, seconds=0.1)],
+                      [], 0.0, stopped="training loss became NaN in epoch 3")
+    in_eval = Run(2, rows([0.3, 0.35]), [], 0.0, stopped="eval loss diverged to 1e+03 in epoch 2")
+    assert values_at([done, in_training, in_eval], 0) == {0: 0.5, 1: 0.4, 2: 0.3}
+    assert values_at([done, in_training, in_eval], 1) == {0: 0.6, 1: 0.45, 2: None}  # eval of epoch 2 ran away
+    assert values_at([done, in_training, in_eval]) == {0: 0.7, 1: None, 2: None}  # the last epoch any run reached
+
+
+def four_variants(epoch1, epoch3=(0.97, 0.97, 0.97, 0.97), seeds=(0, 1, 2)):
+    """Runs of none, std, mean_std, loop: `epoch1[k] + 0.01 * seed` after epoch 1, `epoch3[k]` after 3."""
+    return {v: [run(s, [a + 0.01 * s, (a + b) / 2, b]) for s in seeds]
+            for v, a, b in zip(["none", "std", "mean_std", "loop"], epoch1, epoch3)}
+
+
+def test_notebook_claims_are_its_twelve_statements_paired_by_seed():
+    runs = four_variants([0.84, 0.89, 0.91, 0.93])
+    claims = R.notebook_claims(runs, epochs=3, chance=0.1)
+    assert [c["claim"] for c in claims] == [
+        f"{a} {'>' if kind == 'order' else '≈'} {b}, epoch {e}" for kind, a, b, e in NOTEBOOK["claims"]]
+    assert claims[0]["claim"] == "loop > mean_std, epoch 1" and claims[0]["kind"] == "order"
+    assert claims[0]["paired"].diffs == pytest.approx([0.02, 0.02, 0.02])
+    assert claims[6]["claim"] == "loop ≈ mean_std, epoch 3" and claims[6]["kind"] == "tie"
+    assert [c["claim"] for c in R.notebook_claims(runs, epochs=1, chance=0.1)] == [
+        c["claim"] for c in claims[:6]]  # one epoch: the epoch-3 statements cannot be tested
+    without_std = R.notebook_claims({v: r for v, r in runs.items() if v != "std"}, epochs=3, chance=0.1)
+    assert len(without_std) == 12 - 6 and not any("std" in c["claim"].replace(",", "").split() for c in without_std)
+
+
+def test_notebook_claims_count_a_diverged_run_at_chance():
+    runs = four_variants([0.84, 0.89, 0.91, 0.93])
+    runs["loop"][1] = Run(1, [], [], 0.0, stopped="training loss became NaN in epoch 1", model=lenet())
+    p = R.notebook_claims(runs, epochs=1, chance=0.1)[0]["paired"]
+    assert p.n == 3 and p.n_diverged_a == 1 and p.diffs[1] == pytest.approx(0.1 - 0.92)
+
+
+def test_versus_notebook_judges_only_on_mnist_each_number_against_our_prediction_interval():
+    runs = four_variants([0.84, 0.89, 0.91, 0.93], [0.92, 0.95, 0.95, 0.95])
+    records, table = R.versus_notebook(runs, "mnist", epochs=3, chance=0.1)
+    assert [r["experiment"] for r in records] == [f"{v}, epoch {e}" for e in (1, 3)
+                                                 for v in ("none", "std", "mean_std", "loop")]
+    assert all(check_verdict(r) is None for r in records)
+    ours = [0.84, 0.85, 0.86]  # none after epoch 1, seed by seed
+    assert records[0]["verdict"] == versus_source(ours, 0.84, True, chance=0.1)["verdict"]
+    assert "| none | 1 | 85.0 ± 1.0 |" in table and "judged accuracies are consistent" in table
+    other, _ = R.versus_notebook(runs, "fashion_mnist", epochs=3, chance=0.1)
+    assert {r["verdict"] for r in other} == {"other dataset: no verdict"}
+
+
+def test_versus_notebook_counts_a_diverged_run_at_chance():
+    runs = four_variants([0.84, 0.89, 0.91, 0.93])
+    runs["none"][2] = Run(2, [], [], 0.0, stopped="training loss became NaN in epoch 1", model=lenet())
+    records, table = R.versus_notebook(runs, "mnist", epochs=1, chance=0.1)
+    assert records[0]["n"] == 3 and records[0]["n_diverged"] == 1
+    assert "(1 of 3 runs diverged, counted at chance)" in table
+
+
+def test_lsuv_means_sets_the_printed_means_beside_ours_under_reader_names():
+    runs = {"std": [run(s, [0.9], means_after=[0.32 + 0.01 * s, 0.41, 0.636, 0.718]) for s in range(3)]}
+    records, table = R.lsuv_means(runs, "mnist")
+    assert [r["experiment"] for r in records] == [f"std, {name}: mean after LSUV" for name in READER]
+    assert all(r["bounds"] is None and r["max_width"] == R.MEAN_WIDTH and check_verdict(r) is None for r in records)
+    assert records[0]["verdict"] == versus_source([0.32, 0.33, 0.34], 0.32, True, bounds=None,
+                                                  max_width=R.MEAN_WIDTH)["verdict"]
+    assert "| std | conv 1 (6 ch) | 0.33 ± 0.01 | 0.32 |" in table
+    assert "`std` moved the means through `sub`, and every layer met its tolerance on every seed" in table
+
+
+def test_std_panels_show_each_layer_right_after_lsuv_and_after_training():
+    runs = {"none": [run(s, [0.9], stds=(3.0, 3.0, 3.0, 3.0)) for s in range(2)],
+            "loop": [run(s, [0.9], means_after=[0.0] * 4) for s in range(2)]}
+    args = R.std_panels(runs)
+    assert list(args["panels"]["right after LSUV"]) == READER
+    assert args["panels"]["right after LSUV"]["conv 1 (6 ch)"] == {"loop": [1.0, 1.0]}
+    assert args["panels"]["after training"]["linear 2 (84)"] == {"none": [3.0, 3.0], "loop": [2.0, 2.0]}
+
+
+def test_after_training_compares_the_gap_between_variants_with_the_spread_of_seeds():
+    stds = {"none": (3.0, 3.2), "std": (2.0, 2.2), "mean_std": (2.1, 2.3), "loop": (2.0, 2.4)}
+    runs = {v: [run(s, [0.9], stds=(x, 1.5, 1.5, 1.5)) for s, x in enumerate(xs)] for v, xs in stds.items()}
+    runs["loop"].append(run(9, [0.9], stopped="training loss became NaN in epoch 1", stds=(99.0,) * 4))
+    a = R.after_training(runs)
+    assert (a["low"], a["high"], a["n_left_out"]) == (1.5, 3.2, 1)
+    assert a["gap_layer"] == "conv 1 (6 ch)" and a["gap"] == pytest.approx((2.2 - 2.1) / ((2.1 + 2.2 + 2.2) / 3))  # range over the mean of the means
+    assert a["seed_sd"] == pytest.approx(math.sqrt(0.08) / 2.2)  # loop's two seeds, 2.0 and 2.4
+    assert "lie between 1.5 and 3.2: none is left at the unit std LSUV set" in a["sentence"]
+    assert "\"much the same after training\" holds" in a["sentence"] and "1 run that diverged is left out" in a["sentence"]
+    apart = {v: [run(s, [0.9], stds=(x, 1.5, 1.5, 1.5)) for s, x in enumerate(xs)]
+             for v, xs in {"std": (2.0, 2.01), "loop": (4.0, 4.01)}.items()}
+    assert "do not end quite the same" in R.after_training(apart)["sentence"]
+
+
+def test_finding_counts_every_verdict_and_reports_loops_lead():
+    a, b = {0: 0.90, 1: 0.91, 2: 0.92}, {0: 0.85, 1: 0.86, 2: 0.88}
+    rows_ = verdicts([dict(claim="loop > none, epoch 1", a=a, b=b), dict(claim="loop > mean_std, epoch 1", a=b, b=a)])
+    found = R.finding(rows_, n_seeds=3, dataset="MNIST")
+    assert "LeNet on MNIST" in found["question"]
+    assert found["answer"].startswith("Of the notebook's 2 claims, over 3 paired seeds, 1 holds, 1 is reversed.")
+    assert f"loop − none: +{100 * paired(a, b).mean:.1f} points (holds)" in found["answer"]
+    assert R.finding([], 3, "MNIST")["answer"] == "No claim could be tested in this build."
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(variants=["none", "loop"], lrs=[0.1], epochs=3), "lrs: one learning rate per epoch"),
+    (dict(variants=["none", "xavier"], lrs=[0.1], epochs=1), "variants: distinct names among none"),
+    (dict(variants=["loop", "loop"], lrs=[0.1], epochs=1), "got \\['loop', 'loop'\\]"),
+])
+def test_check_setup_names_the_argument_and_what_it_should_be(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        R.check_setup(**kwargs)
+
+
+def test_configs_label_every_variant():
+    assert R.configs(["none", "loop", "paper"]) == {"none": "LeNet, no LSUV", "loop": "LeNet, LSUV, mean and std in a loop",
+                                                    "paper": "LeNet, LSUV, paper"}
