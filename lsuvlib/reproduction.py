@@ -46,8 +46,13 @@ def configs(variants: Sequence[str]) -> dict[str, str]:
 def variant_table(variants: Sequence[str]) -> Table:
     """What each variant does to each layer, and its name in the notebook."""
     return markdown_table([{"variant": f"`{v}`", "what each layer gets": "PyTorch's default initialisation, no LSUV"
-                            if v == "none" else VARIANT_INFO[v].replace("−", "\u2060−\u2060"),  # keep |σ−1| whole
+                            if v == "none" else _unbroken(VARIANT_INFO[v]),
                             "in the notebook": IN_NOTEBOOK.get(v, "not run by the notebook")} for v in variants])
+
+
+def _unbroken(text: str) -> str:
+    """Word joiners around `|` and `−`, which a browser would break a line at: |σ−1| stays whole."""
+    return text.replace("|", "\u2060|\u2060").replace("−", "\u2060−\u2060")
 
 
 def data_note(ds: "ImageSet") -> str:
