@@ -233,20 +233,21 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
 def plot_seed_dots(panels: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], xlabel: str,
                    ylabel: str, title: str = "", marks: Mapping[str, Mapping[str, float]] | None = None,
                    mark_label: str = "", lines: Mapping[str, float] | None = None,
-                   missing_at: float | None = None) -> Figure:
+                   missing_at: float | None = None, sharey: bool = True) -> Figure:
     """Every seed as a dot and each group's mean as a bar, side by side: one panel per key of `panels`.
 
     `panels[panel][x][group]` lists one value per seed for the category `x` (an epoch, a depth, a
     layer), one colour per `group`, the same colours in every panel. `None` is a diverged run: it is
     drawn at `missing_at` (chance accuracy) as a cross and counts there in its mean. `marks[panel][x]`
     adds one reference value per category (a source's single run) labelled `mark_label`; `lines`
-    draws labelled horizontal lines, e.g. `{"chance": 0.1}`. With one panel, `title` titles it.
+    draws labelled horizontal lines, e.g. `{"chance": 0.1}`. With one panel, `title` titles it;
+    `sharey=False` gives each panel its own scale.
     """
     marks, lines = marks or {}, lines or {}
     groups = list(dict.fromkeys(g for cats in panels.values() for by_group in cats.values() for g in by_group))
     colours = {g: f"C{i}" for i, g in enumerate(groups)}
     fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    axes = fig.subplots(1, len(panels), sharey=sharey, squeeze=False)[0]
     slot = min(0.8 / len(groups), 0.3)
     for ax, (panel, cats) in zip(axes, panels.items()):
         for x, (cat, by_group) in enumerate(cats.items()):

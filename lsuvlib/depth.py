@@ -172,7 +172,8 @@ def check_setup(depths: Sequence[int], schemes: Sequence[str]) -> list[int]:
         raise ValueError(f"schemes: some of {', '.join(SCHEMES)} expected, got {list(schemes)}")
     if not isinstance(depths, (list, tuple)) or not depths or \
             not all(isinstance(d, int) and not isinstance(d, bool) and d >= 2 for d in depths):
-        raise ValueError(f"depths: a list of whole layer counts, each at least 2 (e.g. [5, 10, 20, 30]), got {depths!r}")
+        raise ValueError(f"depths: a list of whole layer counts, each at least 2 (e.g. [5, 10, 20, 30]), "
+                         f"got {depths!r}")
     return sorted(set(depths))
 
 
@@ -203,11 +204,13 @@ def profile_table(profiles: Mapping[str, Sequence[float]], signals: Mapping[str,
     ratio = {name: sig[-1] / sig[0] if sig[0] > 0 else math.inf for name, sig in signals.items()}
     rows = [{"scheme": name, **{k: f"{v:.3g}" for k, v in {  # 3 digits: a vanished 2.6e-09 is not "0.000"
              "total std, layer 1": stds[0], f"total std, layer {deepest} (logits)": stds[-1],
-             "input-dependent std, layer 1": signals[name][0], f"input-dependent std, layer {deepest}": signals[name][-1],
+             "input-dependent std, layer 1": signals[name][0],
+             f"input-dependent std, layer {deepest}": signals[name][-1],
              "input-dependent, last / first": ratio[name]}.items()}} for name, stds in profiles.items()]
     grouped = [(text, [n for n, q in ratio.items() if test(q)]) for text, test in bands]
     return Table(markdown_table(rows) + f"\n\nBetween the first and the last of the {deepest} layers, the "
-                 "input-dependent std " + "; ".join(f"{text} under {_listed(who)}" for text, who in grouped if who) + ".")
+                 "input-dependent std " + "; ".join(f"{text} under {_listed(who)}" for text, who in grouped if who)
+                 + ".")
 
 
 def _listed(xs: Sequence[str]) -> str:
@@ -314,7 +317,8 @@ def against_paper(reach: Mapping, rows: Sequence[dict]) -> str:
             versus.setdefault(r["verdict"], []).append(r["claim"].rsplit(", ", 1)[1].split()[0])
     if versus:
         text += (f"Seed by seed, the claim {SCHEMES['lsuv_paper'].label} > {SCHEMES['kaiming'].label} "
-                 + "; ".join(f"{_VERB.get(verdict, verdict)} at {_listed(ds_)} layers" for verdict, ds_ in versus.items())
+                 + "; ".join(f"{_VERB.get(verdict, verdict)} at {_listed(ds_)} layers"
+                             for verdict, ds_ in versus.items())
                  + " (the table above).")
     return text
 

@@ -218,25 +218,40 @@ def verdict_caption(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_
 # (task D, chapters 7 and 8: the effect a chapter is about, against the spread its build saw)
 
 def resolution_note(rows: Sequence[dict], effect: float) -> str:
-    """Whether the seeds behind `rows` (from `stats.verdicts`) could resolve an effect of `effect` points.
+    """What the open claims among `rows` (from `stats.verdicts`) say about an effect of `effect` points.
 
-    Takes the largest sd of the per-seed differences in the family and asks `stats.pairs_needed`
-    how many pairs a family of that size needs to resolve `effect` at that spread.
+    An open claim whose interval lies inside $\\pm$`effect` rules out a difference that large; for
+    the others, `stats.pairs_needed` at each claim's own sd says how many pairs would resolve
+    `effect` (about half of the time).
     """
     from .stats import pairs_needed
 
-    sds = [r["sd"] for r in rows if r["sd"] is not None]
-    if not sds:
-        n = rows[0]["n"] if rows else 0
+    open_ = [r for r in rows if r["verdict"] == "not resolved"]
+    if not open_:
+        return f"Every claim of this family is decided with {rows[0]['n']} seeds." if rows else ""
+    n = open_[0]["n"]
+    if all(r["sd"] is None for r in open_):
         return (f"With {n} seed{'' if n == 1 else 's'} this build cannot measure how much the per-seed differences "
                 f"vary, so it cannot say whether it could resolve {effect:g} points.")
-    sd, m, n = max(sds), rows[0]["m"], rows[0]["n"]
-    try:
-        need = pairs_needed(effect, sd, m, rows[0]["confidence"], most=1000)
-    except ValueError:
-        need = None
-    enough = need is not None and n >= need
-    return (f"The per-seed differences of these {m} claims have an sd of up to {sd:.2f} points in this build. At that "
-            f"spread, resolving {effect:g} points (about half of the time) takes "
-            + (f"{need} pairs" if need else "more than 1,000 pairs") + f"; this build ran {n}, "
-            + ("enough." if enough else "too few: a claim left unresolved here may be a real effect of that size."))
+    narrow = [r for r in open_ if r["ci_low"] is not None and -effect <= r["ci_low"] and r["ci_high"] <= effect]
+    wide = [r for r in open_ if r not in narrow and r["sd"] is not None]
+    text = []
+    if narrow:
+        one = len(narrow) == 1
+        verb, lies, diff = ("is", "its interval lies", "that difference is") if one else \
+            ("are", "their intervals lie", "those differences are")
+        text.append(f"{_claims(narrow)} {verb} open, but {lies} inside ±{effect:g} points: whichever way, {diff} "
+                    f"smaller than the {effect:g} points this chapter is about.")
+    if wide:
+        sds = [r["sd"] for r in wide]
+        need = [pairs_needed(effect, sd, r["m"], r["confidence"], most=10**6) for sd, r in zip(sds, wide)]
+        text.append(f"{_claims(wide)} {'is' if len(wide) == 1 else 'are'} open with wider intervals: the per-seed "
+                    f"differences have an sd of {_span([round(x, 2) for x in sds], lambda x: f'{x:.2f}')} points, and "
+                    f"at that spread resolving {effect:g} points (about half of the time) takes "
+                    f"{_span(need)} pairs; this build ran {n}.")
+    return " ".join(text)
+
+
+def _claims(rows: Sequence[dict]) -> str:
+    names = [f"“{r['claim']}”" for r in rows]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -35,7 +35,8 @@ def check_setup(variants: Sequence[str], lrs: Sequence[float], epochs: int) -> N
         raise ValueError(f"lrs: one learning rate per epoch is needed, got {len(lrs)} for {epochs} epochs")
     unknown = [v for v in variants if v != "none" and v not in VARIANT_INFO]
     if unknown or not variants or len(set(variants)) != len(variants):
-        raise ValueError(f"variants: distinct names among none, {', '.join(VARIANT_INFO)} expected, got {list(variants)}")
+        raise ValueError(f"variants: distinct names among none, {', '.join(VARIANT_INFO)} expected, "
+                         f"got {list(variants)}")
 
 
 def configs(variants: Sequence[str]) -> dict[str, str]:
@@ -121,13 +122,18 @@ def _points(by_seed: Mapping) -> list:
     return [None if v is None else v * 100 for v in by_seed.values()]
 
 
-def difference_panels(runs: Mapping[str, Sequence[Run]], epochs: int, chance: float, baseline: str = "none") -> dict:
-    """`charts.plot_seed_dots` arguments: each variant's accuracy minus `baseline`'s on the same seed, per epoch."""
-    others = [v for v in runs if v != baseline]
-    cats = {str(e + 1): {v: [d * 100 for d in paired(values_at(runs[v], e), values_at(runs[baseline], e),
-                                                           chance).diffs] for v in others} for e in range(epochs)}
-    return dict(panels={"": cats}, lines={"no difference": 0.0}, xlabel="Epoch",
-                ylabel=f"Accuracy minus {baseline}'s, same seed (points)")
+def difference_panels(runs: Mapping[str, Sequence[Run]], epochs: int, chance: float,
+                      baselines: Sequence[str] = ("none", "std")) -> dict:
+    """`charts.plot_seed_dots` arguments: a panel per baseline, each LSUV variant's accuracy minus the
+    baseline's on the same seed, per epoch (no LSUV is left out of the panels against an LSUV variant)."""
+    def against(b: str) -> dict:
+        others = [v for v in runs if v != b and (b == "none" or v != "none")]
+        return {str(e + 1): {v: [d * 100 for d in paired(values_at(runs[v], e), values_at(runs[b], e), chance).diffs]
+                             for v in others} for e in range(epochs)}
+
+    return dict(panels={f"minus {b}, same seed": against(b) for b in baselines if b in runs and len(runs) > 1},
+                lines={"no difference": 0.0}, xlabel="Epoch", ylabel="Difference in test accuracy (points)",
+                sharey=False)
 
 
 def _reader(runs: Mapping[str, Sequence[Run]]) -> dict[str, str]:
@@ -211,10 +217,10 @@ def after_training(runs: Mapping[str, Sequence[Run]]) -> dict:
     of every std, and the sentence a page shows. Runs that diverged are left out and counted."""
     lsuv, reader = [v for v in runs if v != "none"], _reader(runs)
     stds = {v: _trained_stds(runs[v], reader) for v in runs}
-    values = [x for per_layer in stds.values() for xs in per_layer.values() for x in xs]
+    averages = [statistics.fmean(xs) for per_layer in stds.values() for xs in per_layer.values() if xs]
     lost = sum(r.stopped is not None for rs in runs.values() for r in rs)
-    out = dict(low=min(values, default=None), high=max(values, default=None), n_left_out=lost, gap=None, seed_sd=None,
-               with_none="none" in runs)
+    out = dict(low=min(averages, default=None), high=max(averages, default=None), n_left_out=lost, gap=None,
+               seed_sd=None, none_gap=None, with_none="none" in runs)
     layers = [layer for layer in stds.get(lsuv[0], {}) if all(len(stds[v].get(layer, [])) >= 2 for v in lsuv)] \
         if len(lsuv) > 1 else []
     if layers:
@@ -223,6 +229,10 @@ def after_training(runs: Mapping[str, Sequence[Run]]) -> dict:
         out["gap_layer"], out["gap"] = max(gaps.items(), key=lambda kv: kv[1])
         out["seed_sd"] = max(statistics.stdev(stds[v][layer]) / statistics.fmean(stds[v][layer])
                              for v in lsuv for layer in layers)
+        apart = {layer: abs(statistics.fmean(stds["none"][layer]) / statistics.fmean(m) - 1)
+                 for layer, m in means.items() if stds.get("none", {}).get(layer)}
+        if apart:
+            out["none_layer"], out["none_gap"] = max(apart.items(), key=lambda kv: kv[1])
     out["sentence"] = _after_training_sentence(out, lsuv)
     return out
 
@@ -232,8 +242,8 @@ def _after_training_sentence(a: dict, lsuv: list[str]) -> str:
         return "No run finished training, so there are no trained activations to compare."
     text = (f"LSUV set every activation's std to 1. After training, the stds of every variant"
             + (", `none` included," if a["with_none"] else "")
-            + f" lie between {a['low']:.1f} and {a['high']:.1f}"
-            + (": none is left at the unit std LSUV set." if a["low"] > 1.1 or a["high"] < 0.9 else "."))
+            + f" lie between {a['low']:.1f} and {a['high']:.1f} on average over the seeds"
+            + (": no layer keeps the unit std LSUV set." if a["low"] > 1.1 or a["high"] < 0.9 else "."))
     if a["gap"] is not None:
         same = a["gap"] <= a["seed_sd"]
         text += (f" Layer by layer, the averages of the {len(lsuv)} LSUV variants differ by at most {a['gap']:.0%} "
@@ -241,9 +251,13 @@ def _after_training_sentence(a: dict, lsuv: list[str]) -> str:
                  + f" the spread between seeds of one variant (an sd of up to {a['seed_sd']:.0%} of the mean): "
                  + ("the notebook's \"much the same after training\" holds." if same else
                     "the variants do not end quite the same, though all have left unit variance far behind."))
+    if a["none_gap"] is not None:
+        text += (f" Without LSUV the network ends {'elsewhere' if a['none_gap'] > a['seed_sd'] else 'much the same'}: "
+                 f"up to {a['none_gap']:.0%} from the variants' average (in {a['none_layer']}).")
     if a["n_left_out"]:
         n = a["n_left_out"]
-        text += f" {n} run{'s' if n != 1 else ''} that diverged {'are' if n != 1 else 'is'} left out: no trained activations."
+        text += (f" {n} run{'s' if n != 1 else ''} that diverged {'are' if n != 1 else 'is'} left out: "
+                 "no trained activations.")
     return text
 
 
@@ -254,8 +268,9 @@ COUNTED = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do no
 
 def finding(rows: Sequence[dict], n_seeds: int, dataset: str) -> dict:
     """The chapter's question and its computed answer, for the summary and the preface."""
-    question = (f"Is the seed notebook's ordering of LSUV variants for a LeNet on {dataset} real over paired seeds: "
-                "after one epoch loop ahead of mean then std, ahead of std only, ahead of none; after three, all level?")
+    question = (f"Is the seed notebook's ordering of LSUV variants for a LeNet on {dataset} real over paired "
+                "seeds: after one epoch loop ahead of mean then std, ahead of std only, ahead of none; after "
+                "three, all level?")
     if not rows:
         return dict(question=question, answer="No claim could be tested in this build.")
     counts = [(sum(r["verdict"] == v for r in rows), words) for v, words in COUNTED.items()]
@@ -265,5 +280,6 @@ def finding(rows: Sequence[dict], n_seeds: int, dataset: str) -> dict:
     for claim in ("loop > none, epoch 1", "loop > mean_std, epoch 1"):
         if claim in by_claim:
             r = by_claim[claim]
-            answer += f" After one epoch, loop − {claim.split()[2].rstrip(',')}: {r['effect']:+.1f} points ({r['verdict']})."
+            other = claim.split()[2].rstrip(",")
+            answer += f" After one epoch, loop − {other}: {r['effect']:+.1f} points ({r['verdict']})."
     return dict(question=question, answer=answer)

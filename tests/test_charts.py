@@ -325,7 +325,8 @@ def test_plot_seed_dots_draws_every_seed_its_mean_over_all_seeds_and_the_marks(t
     assert bars == pytest.approx([(80 + 82 + 10) / 3, 92.0])  # a diverged run counts in its mean
     assert [t.get_text() for t in first.get_xticklabels()] == ["baseline", "lsuv"]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["this book", "mean over seeds", "diverged (counted at chance)", "the notebook (one run)", "chance"]
+    assert labels == ["this book", "mean over seeds", "diverged (counted at chance)", "the notebook (one run)",
+                      "chance"]
 
 
 def test_plot_seed_dots_with_one_panel_titles_it_and_wraps_layer_names():

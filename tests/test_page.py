@@ -79,17 +79,22 @@ def test_against_blog_counts_diverged_runs_at_chance_and_judges_only_on_the_blog
     assert "shown for context and judged against nothing" in blog_verdict_table([cells], fashion)
 
 
-def test_resolution_note_compares_the_seeds_run_with_those_the_effect_needs():
+def test_resolution_note_says_what_each_open_claim_rules_out_or_would_need():
     from lsuvlib.page import resolution_note
     from lsuvlib.stats import pairs_needed, verdicts
 
-    spread = {0: 0.010, 1: 0.030, 2: 0.005, 3: 0.025, 4: 0.015}  # differences with sd 1.02 points
-    rows = verdicts([dict(claim="a > b", a=spread, b={s: 0.0 for s in spread}),
-                     dict(claim="c > b", a={s: 0.02 for s in spread}, b={s: 0.0 for s in spread})])
-    need = pairs_needed(2.0, rows[0]["sd"], m=2)
+    zero = {s: 0.0 for s in range(5)}
+    small = {0: 0.010, 1: -0.008, 2: 0.006, 3: -0.004, 4: 0.002}  # open: inside ±2 points, not ±1
+    wide = {0: 0.06, 1: -0.04, 2: 0.05, 3: -0.02, 4: 0.01}  # open, wider than ±2 points
+    rows = verdicts([dict(claim="a > b", a=small, b=zero), dict(claim="c > b", a=wide, b=zero),
+                     dict(claim="d > b", a={s: 0.2 for s in zero}, b=zero)])
     note = resolution_note(rows, effect=2.0)
-    assert f"an sd of up to {rows[0]['sd']:.2f} points" in note and f"takes {need} pairs; this build ran 5" in note
-    assert note.endswith("enough." if 5 >= need else "that size.")
-    assert "takes 3 pairs; this build ran 5, enough." in resolution_note(rows, effect=20.0)
-    two = verdicts([dict(claim="a > b", a={0: 0.1}, b={0: 0.0})])
-    assert resolution_note(two, 2.0).startswith("With 1 seed this build cannot measure")
+    assert note.startswith("“a > b” is open, but its interval lies inside ±2 points: whichever way, that "
+                           "difference is smaller than the 2 points this chapter is about.")
+    need = pairs_needed(2.0, rows[1]["sd"], m=3)
+    assert note.endswith(f"“c > b” is open with wider intervals: the per-seed differences have an sd of "
+                         f"{rows[1]['sd']:.2f} points, and at that spread resolving 2 points (about half of the time) "
+                         f"takes {need} pairs; this build ran 5.")
+    assert resolution_note(rows[2:], 2.0) == "Every claim of this family is decided with 5 seeds."
+    one = verdicts([dict(claim="a > b", a={0: 0.1}, b={0: 0.0})])
+    assert resolution_note(one, 2.0).startswith("With 1 seed this build cannot measure")

@@ -106,16 +106,30 @@ def test_std_panels_show_each_layer_right_after_lsuv_and_after_training():
     assert args["panels"]["after training"]["linear 2 (84)"] == {"none": [3.0, 3.0], "loop": [2.0, 2.0]}
 
 
+def test_difference_panels_set_each_variant_against_none_and_against_std_seed_by_seed():
+    runs = four_variants([0.84, 0.89, 0.91, 0.93], [0.92, 0.95, 0.95, 0.96])
+    args = R.difference_panels(runs, epochs=3, chance=0.1)
+    against_none, against_std = args["panels"].values()
+    assert list(args["panels"]) == ["minus none, same seed", "minus std, same seed"] and not args["sharey"]
+    assert list(against_none) == ["1", "2", "3"] and list(against_none["1"]) == ["std", "mean_std", "loop"]
+    assert against_none["1"]["loop"] == pytest.approx([9.0, 9.0, 9.0])
+    assert list(against_std["3"]) == ["mean_std", "loop"] and against_std["3"]["loop"] == pytest.approx([1.0] * 3)
+
+
 def test_after_training_compares_the_gap_between_variants_with_the_spread_of_seeds():
     stds = {"none": (3.0, 3.2), "std": (2.0, 2.2), "mean_std": (2.1, 2.3), "loop": (2.0, 2.4)}
     runs = {v: [run(s, [0.9], stds=(x, 1.5, 1.5, 1.5)) for s, x in enumerate(xs)] for v, xs in stds.items()}
     runs["loop"].append(run(9, [0.9], stopped="training loss became NaN in epoch 1", stds=(99.0,) * 4))
     a = R.after_training(runs)
-    assert (a["low"], a["high"], a["n_left_out"]) == (1.5, 3.2, 1)
-    assert a["gap_layer"] == "conv 1 (6 ch)" and a["gap"] == pytest.approx((2.2 - 2.1) / ((2.1 + 2.2 + 2.2) / 3))  # range over the mean of the means
+    assert (a["low"], a["high"], a["n_left_out"]) == (1.5, 3.1, 1)  # averages over seeds, per variant and layer
+    assert a["gap_layer"] == "conv 1 (6 ch)"
+    assert a["gap"] == pytest.approx((2.2 - 2.1) / (6.5 / 3))  # the range over the mean of the means
     assert a["seed_sd"] == pytest.approx(math.sqrt(0.08) / 2.2)  # loop's two seeds, 2.0 and 2.4
-    assert "lie between 1.5 and 3.2: none is left at the unit std LSUV set" in a["sentence"]
-    assert "\"much the same after training\" holds" in a["sentence"] and "1 run that diverged is left out" in a["sentence"]
+    assert "lie between 1.5 and 3.1 on average over the seeds: no layer keeps the unit std" in a["sentence"]
+    assert "\"much the same after training\" holds" in a["sentence"]
+    assert a["none_layer"] == "conv 1 (6 ch)" and a["none_gap"] == pytest.approx(3.1 / (6.5 / 3) - 1)
+    assert "Without LSUV the network ends elsewhere: up to 43% from the variants' average" in a["sentence"]
+    assert "1 run that diverged is left out" in a["sentence"]
     apart = {v: [run(s, [0.9], stds=(x, 1.5, 1.5, 1.5)) for s, x in enumerate(xs)]
              for v, xs in {"std": (2.0, 2.01), "loop": (4.0, 4.01)}.items()}
     assert "do not end quite the same" in R.after_training(apart)["sentence"]
@@ -142,5 +156,5 @@ def test_check_setup_names_the_argument_and_what_it_should_be(kwargs, words):
 
 
 def test_configs_label_every_variant():
-    assert R.configs(["none", "loop", "paper"]) == {"none": "LeNet, no LSUV", "loop": "LeNet, LSUV, mean and std in a loop",
-                                                    "paper": "LeNet, LSUV, paper"}
+    assert R.configs(["none", "loop", "paper"]) == {
+        "none": "LeNet, no LSUV", "loop": "LeNet, LSUV, mean and std in a loop", "paper": "LeNet, LSUV, paper"}
