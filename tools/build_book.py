@@ -737,18 +737,20 @@ def build(plan: dict, manifest: Manifest, done: list[str]) -> int:
                 print(f"      ok in {record['seconds']:.1f} s", flush=True)
     from lsuvlib.results import load_build, write_combined
     write_combined(load_build(plan["out"] / "results"), plan["out"] / "results" / "all-results.csv")
-    manifest.finish("failed" if failed else "finished")
-    seconds = time.perf_counter() - start
     if plan["args"].timings:
         rows = [(r.get("seconds", 0.0), n, "reused" if "reused_in" in r else r["status"])
                 for n, r in manifest.data["chapters"].items() if n in done]
         print("\nChapter times (slowest first):\n" + "\n".join(f"  {s:8.1f} s  {n} ({how})" for s, n, how in sorted(rows)[::-1]))
-    rendered = True
     if plan["args"].no_render:
-        retire_site(plan["out"], manifest.build_id, "--no-render")
+        rendered = retire_site(plan["out"], manifest.build_id, "--no-render") or True
     else:
+        started = time.perf_counter()
         rendered = render(plan, manifest)
-    built = f"{len(done) - len(failed)} of {len(done)} page(s) built in {seconds:.1f} s"
+        manifest.data["render_seconds"] = round(time.perf_counter() - started, 1)
+    manifest.data["seconds"] = seconds = round(time.perf_counter() - start, 1)
+    manifest.finish("failed" if failed or not rendered else "finished")
+    reused = sum("reused_in" in manifest.data["chapters"][n] for n in done)
+    built = f"{len(done) - len(failed)} of {len(done)} page(s) built{f' ({reused} reused)' if reused else ''} in {seconds:.1f} s"
     if failed or not rendered:
         print(f"\nBUILD FAILED: {built}." + (f" Failed: {', '.join(failed)}." if failed else " The render failed."),
               file=sys.stderr)
