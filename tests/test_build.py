@@ -602,3 +602,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_quarto_setup_names_both_ways_when_neither_works(tmp_path):
+    """No ../shared/quarto beside the project and no internet for PyPI's quarto-cli: one clear error."""
+    (tmp_path / "project/tools").mkdir(parents=True)
+    script = shutil.copy(TOOLS / "install_quarto.sh", tmp_path / "project/tools")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/python3").write_text("#!/bin/sh\nexit 1\n")  # as pip fails without internet
+    (tmp_path / "bin/python3").chmod(0o755)
+    done = subprocess.run(["bash", script, str(tmp_path / "project/.quarto-cli")], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 1 and "from PyPI's quarto-cli" in done.stdout
+    assert "could not install Quarto" in done.stderr and "quarto.org" in done.stderr and "--no-render" in done.stderr
+    assert not (tmp_path / "project/.quarto-cli").exists()
