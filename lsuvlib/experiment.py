@@ -13,7 +13,9 @@ from torch import nn
 from .activations import ActivationStats
 from .batches import dataloaders
 from .learner import EpochLR, Learner, final, warn_stopped
-from .lsuv import LSUVCallback, LSUVReport, measure_activations
+from .lsuv import LSUVCallback
+from .lsuv_report import LSUVReport
+from .probe import measure_activations
 from .runtime import bars_shown, check_positive, default_device, progress_line, set_seed
 from .stats import summarise
 from .workers import imap, plan
