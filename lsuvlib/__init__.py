@@ -1,13 +1,15 @@
 """lsuvlib: the small library behind the LSUV book.
 
-One concept per module: ``data`` (datasets as uint8 tensors), ``atomic`` (all-or-nothing
-file writes), ``batches`` (in-memory mini-batches), ``learner`` (the training loop),
-``hooks``, ``nonlinear`` (which modules count as activations), ``activations``
-(statistics), ``charts``, ``lr_finder``, ``models``, ``init``, ``probe`` (pairs and their
-statistics on one batch), ``lsuv``, ``lsuv_report``, ``experiment``
-(seeded runs), ``stats`` (summaries over seeds), ``results`` (chapter results as data),
-``page`` (what a chapter shows on its page), ``sources`` (the seed documents' numbers)
-and ``runtime`` (device, seeds, versions).
+One concept per module: `data` (datasets as uint8 tensors), `atomic` (all-or-nothing file
+writes), `batches` (in-memory mini-batches), `learner` (the training loop), `hooks`,
+`nonlinear` (which modules count as activations), `activations` (statistics), `charts`,
+`lr_finder`, `models`, `init`, `probe` (layer/activation pairs and their statistics on one batch), `lsuv`,
+`lsuv_report` (what LSUV did to each module), `together` (seeds trained as one stacked model),
+`workers` (seeds in worker processes), `experiment` (seeded runs), `stats` (summaries over
+seeds), `results` (chapter results as data), `page` (what a chapter shows on its page),
+`depth` (chapter 8's deep networks), `sources` (the seed documents' numbers) and `runtime`
+(device, seeds, versions). The public names, `lsuvlib.__all__`, are importable from the
+package itself: `import lsuvlib as L; L.lsuv_init(...)`.
 """
 __version__ = "0.1.0"
 

@@ -7,6 +7,7 @@ per module; tests that change a build work on a copy.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 import filelock
 import nbformat
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
@@ -248,6 +250,16 @@ def test_the_real_book_lists_every_chapter_notebook_in_order():
     assert numbered == sorted(numbered)
 
 
+def test_every_page_of_the_real_book_exists_and_quarto_renders_it():
+    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    pages = build_book.book_pages(ROOT)
+    assert {"chapters/glossary.md", "reference/index.qmd"} <= set(config["book"]["appendices"])
+    assert [p for p in pages if not (ROOT / p).is_file()] == []
+    renders = config["project"]["render"]
+    assert [p for p in pages if not any(fnmatch.fnmatch(p, glob) for glob in renders)] == [], \
+        "Quarto renders only what project.render lists: add the page there"
+
+
 # --------------------------------------------------------------------------- keys and reuse, without a kernel
 
 def test_a_chapters_key_ignores_prose_and_cell_options_but_not_code(tmp_path):
@@ -378,6 +390,31 @@ def test_the_quarto_site_hides_hidden_cells_and_says_what_failed(built, tmp_path
     broken = (copy / "site/chapters/02-broken.html").read_text()
     assert "Not built" in broken and "deliberate failure in broken" in broken
     assert not (copy / "book/_book").exists() and not list(copy.glob(".site*"))
+
+
+@slow
+@needs_quarto
+def test_the_api_reference_is_written_by_quartodoc_from_the_projects_own_package(project, built, tmp_path):
+    """A `quartodoc:` section in _quarto.yml: quartodoc writes the reference pages before Quarto renders them."""
+    pytest.importorskip("quartodoc", reason="quartodoc writes the API reference: pip install -e '.[book]'")
+    _, out = built
+    root = tmp_path / "book"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("_out"))
+    (root / "tinybooklib").mkdir()  # importable only from the project folder: the build puts it on the path
+    (root / "tinybooklib" / "__init__.py").write_text(
+        '"""A package for the build tests."""\n__all__ = ["square"]\n\n\n'
+        'def square(x):\n    r"""SQUARE-DOC: the square of `x`, $x^2$."""\n    return x * x\n')
+    pages = "    - chapters/reference.ipynb\n    - reference/index.qmd\n    - reference/square.qmd\n"
+    # google: quartodoc 0.11's default numpy parser fails under griffe 2 (the book's own config is google too)
+    (root / "_quarto.yml").write_text(
+        TINY_QUARTO_YML.replace("    - chapters/reference.ipynb\n", pages)
+        + "quartodoc:\n  package: tinybooklib\n  dir: reference\n  parser: google\n  sections:\n"
+          "    - title: Functions\n      contents: [square]\n")
+    copy = copy_out(out, tmp_path)
+    proc = run_build("--root", str(root), "--profile", "smoke", "--out", str(copy), cwd=tmp_path)
+    assert (copy / "site/reference/index.html").is_file(), proc.stdout[-3000:] + proc.stderr[-2000:]
+    page = (copy / "site/reference/square.html").read_text()
+    assert "SQUARE-DOC" in page and 'class="math inline"' in page, "the docstring, its $x^2$ read as maths"
 
 
 # --------------------------------------------------------------------------- provenance

@@ -60,7 +60,7 @@ from lsuvlib.results import BUILD_ENV, BUILD_MANIFEST, MANIFEST_SCHEMA, file_sha
 
 RESERVED = ("results_dir",)  # set by the build: results go where the site links them
 QUARTO_HOME = ".quarto-cli"  # where `make setup` installs Quarto when none is on PATH
-STAGED = ("_quarto.yml", "site", "*.bib", "images")  # what Quarto needs beside the executed pages
+STAGED = ("_quarto.yml", "site", "*.bib", "images", "reference")  # what Quarto needs beside the executed pages
 DATA_ROOTS = ("data", "/usr/share/datasets/fashion-mnist")  # with $LSUV_DATA_DIR: where data comes from
 
 
@@ -641,12 +641,23 @@ def render(plan: dict, manifest: Manifest) -> bool:
     copy(out / "results", book / "results")
     new, site = book / "_book", out / "site"
     shutil.rmtree(new, ignore_errors=True)
+    steps = [("quarto render", [plan["quarto"], "render", str(book)])]
+    if "quartodoc" in (yaml.safe_load((book / "_quarto.yml").read_text()) or {}):
+        if importlib.util.find_spec("quartodoc") is None:
+            print("_quarto.yml has a `quartodoc:` section, but quartodoc is not installed: run "
+                  "`pip install -e '.[book]'` (or `make setup`).", flush=True)
+            retire_site(out, manifest.build_id, "quartodoc is not installed")
+            return False
+        # The API reference's pages first, documenting the project's own package (first on the path).
+        steps.insert(0, ("quartodoc build", [sys.executable, "-m", "quartodoc", "build"]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     print(f"Rendering the site with {plan['quarto']}", flush=True)
-    if subprocess.run([plan["quarto"], "render", str(book)]).returncode != 0:
-        shutil.rmtree(new, ignore_errors=True)
-        print("quarto render failed (its output is above).", flush=True)
-        retire_site(out, manifest.build_id, "quarto render failed")
-        return False
+    for name, command in steps:
+        if subprocess.run(command, cwd=book, env=env).returncode != 0:
+            shutil.rmtree(new, ignore_errors=True)
+            print(f"{name} failed (its output is above).", flush=True)
+            retire_site(out, manifest.build_id, f"{name} failed")
+            return False
     if site.exists():
         os.replace(site, out / ".site.old")
     os.replace(new, site)
