@@ -4,25 +4,16 @@
     python tools/build_book.py [--chapter X]... [-p NAME VALUE]... [-f FILE.yaml] [--profile NAME]
                                [--out DIR] [--no-render] [--force] [--kernel NAME] [--timings]
 
-Pages come from _quarto.yml (book.chapters, then book.appendices) and run in that order, except the
-home page, which sums the others up and runs last. Parameters layer as profile (params/NAME.yaml)
-< -f FILE < -p; a chapter receives only the names its `parameters` cell declares, type-checked
-against their defaults before any kernel starts.
-
-What a build into OUT (default _build/) guarantees:
-- One build per OUT at a time (OUT/.build.lock); a build that died without cleaning up is found
-  by the next one, which sets aside what it left.
-- A chapter's executed notebook (OUT/book/...) and results (OUT/results/<stem>.json) change only
-  when it succeeds. A failed chapter's error notebook goes to OUT/failed/, its earlier page and
-  results to OUT/stale/<build id>/, and its page says it failed: nothing passes as this build's.
-- OUT/results/build.json, the manifest, records per chapter the run its outputs come from (build,
-  status, parameters, key, seconds, the results file's SHA-256); lsuvlib.results reads only the
-  files it names, and refuses one whose hash no longer matches.
-- A chapter whose key is unchanged (its code cells and parameters, lsuvlib's source, the data's
-  fingerprint, torch's version, its kernel, and the results of the pages run before it) keeps its
-  outputs, its prose refreshed from the source; --force re-runs everything.
-- Ctrl-C or SIGTERM stops the build and finished chapters keep their outputs. A site that no
-  longer matches the results (--no-render, an interrupted or failed build) moves to OUT/stale/.
+Pages come from _quarto.yml and run in book order, the home page (which sums up the others) last.
+Parameters layer as profile (params/NAME.yaml) < -f FILE < -p; a chapter gets only the names its
+`parameters` cell declares, type-checked against their defaults before any kernel starts.
+A build into OUT (default _build/) keeps these promises: one build per OUT at a time, and a killed
+one is found by the next; a chapter's page (OUT/book/) and results (OUT/results/) change only when
+it succeeds, and what a failed or interrupted run leaves goes to OUT/failed/ and OUT/stale/<build>/;
+the manifest OUT/results/build.json records the run behind each chapter's outputs, with the results
+file's SHA-256; a chapter whose key (code, parameters, lsuvlib's source, data, torch, kernel, and the
+results of the pages before it) is unchanged is reused, its prose refreshed (--force re-runs it);
+a site that no longer matches the results moves to OUT/stale/.
 Exit status: 0 built, 1 a chapter or the render failed, 2 usage error (nothing ran), 130 interrupted.
 """
 from __future__ import annotations
@@ -244,21 +235,19 @@ def check_names(layers: list[dict], specs: dict[str, dict]) -> None:
 # --------------------------------------------------------------------------- the plan
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python tools/build_book.py", description=__doc__.split("\n\n")[0],
-                                epilog="Precedence: --profile < -f < -p. Exit 1 if a chapter or the render failed, "
-                                       "2 on usage errors, 130 if interrupted.")
-    p.add_argument("--chapter", action="append", default=[], metavar="X",
-                   help="build only this chapter (stem, number like 3, or name like baseline); repeatable")
-    p.add_argument("-p", dest="params", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter; VALUE is read as YAML (1 is an int); repeatable")
-    p.add_argument("-f", dest="param_file", type=Path, metavar="FILE.yaml", help="a parameter file (as params/*.yaml)")
-    p.add_argument("--profile", default="default", help="load params/NAME.yaml (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="output folder (default: _build in the project)")
-    p.add_argument("--no-render", action="store_true", help="run the notebooks only; do not render the site")
-    p.add_argument("--force", action="store_true", help="re-run chapters whose inputs did not change")
-    p.add_argument("--kernel", help="Jupyter kernel for every chapter (default: each notebook's own)")
-    p.add_argument("--timings", action="store_true", help="print a table of chapter times at the end")
-    p.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests: a throwaway project
+    p = argparse.ArgumentParser(prog="python tools/build_book.py", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--chapter", action="append", default=[], metavar="X", help="only this chapter (stem, number or name)")
+    add("-p", dest="params", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="set a parameter; VALUE is read as YAML (1 is an int)")
+    add("-f", dest="param_file", type=Path, metavar="FILE.yaml", help="a parameter file (as params/*.yaml)")
+    add("--profile", default="default", help="load params/NAME.yaml (default: %(default)s)")
+    add("--out", type=Path, help="output folder (default: _build in the project)")
+    add("--no-render", action="store_true", help="run the notebooks only; do not render the site")
+    add("--force", action="store_true", help="re-run chapters whose inputs did not change")
+    add("--kernel", help="Jupyter kernel for every chapter (default: each notebook's own)")
+    add("--timings", action="store_true", help="print a table of chapter times at the end")
+    add("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests: a throwaway project
     return p.parse_args(argv)
 
 
@@ -637,7 +626,7 @@ def render(plan: dict, manifest: Manifest) -> bool:
         else:
             copy(root / page, book / "source" / page)
             if not (book / page).is_file() or manifest.data["chapters"].get(stem(page), {}).get("status") != "ok":
-                write_notebook(placeholder(page, manifest.data["chapters"].get(stem(page))), book / page)
+                write_notebook(placeholder(root, page, manifest.data["chapters"].get(stem(page))), book / page)
     copy(out / "results", book / "results")
     new, site = book / "_book", out / "site"
     shutil.rmtree(new, ignore_errors=True)
@@ -666,9 +655,9 @@ def render(plan: dict, manifest: Manifest) -> bool:
     return True
 
 
-def placeholder(page: str, record: dict | None) -> nbformat.NotebookNode:
+def placeholder(root: Path, page: str, record: dict | None) -> nbformat.NotebookNode:
     """The page of a chapter with no good run: what happened and how to build it."""
-    title = nbformat.read(ROOT / page, 4).cells[0].source.splitlines()[0] if (ROOT / page).is_file() else f"# {stem(page)}"
+    title = nbformat.read(root / page, 4).cells[0].source.splitlines()[0] if (root / page).is_file() else f"# {stem(page)}"
     why = (f"Its last run failed in build {record['build_id']}: `{record.get('error', '')}`."
            if record and record.get("status") in ("failed", "killed") else "It has not been built yet.")
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
