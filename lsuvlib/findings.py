@@ -52,8 +52,8 @@ def load(results_dir=None) -> Build:
     """`results.load_build`, with an unreadable manifest or results file reported as a missing build."""
     try:
         return load_build(results_dir)
-    except ValueError as exc:
-        return Build(None, left_out={"(all)": str(exc)})
+    except ValueError as exc:  # the page says what and how to fix it, without the parser's own words
+        return Build(None, left_out={"(all)": re.sub(r" \(.*\)(?=: )", "", str(exc))})
 
 
 def ref(chapter: str) -> str:

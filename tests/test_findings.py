@@ -119,7 +119,8 @@ def test_without_a_build_every_part_says_so(tmp_path):
 
 def test_a_broken_manifest_is_reported_not_raised(tmp_path):
     (tmp_path / "build.json").write_text("{truncated")
-    assert "cannot be read" in findings.provenance(findings.load(tmp_path))
+    said = findings.provenance(findings.load(tmp_path))
+    assert "the build manifest build.json cannot be read: rebuild the book" in said and "Expecting" not in said
 
 
 # ----------------------------------------------------------------------------- the cross-chapter figure
