@@ -241,6 +241,19 @@ def test_without_quarto_the_error_names_both_ways_to_get_it(project, tmp_path, c
     assert "Run `make setup` (it installs Quarto)" in err and "--no-render" in err and err.count("\n") == 1
 
 
+def test_a_pages_own_front_matter_joins_the_one_quarto_reads():
+    """Quarto reads only a notebook's first front matter: the home page's title and citation must be in it."""
+    import yaml
+
+    nb = _notebook(nbformat.v4.new_raw_cell('---\ntitle: "# Preface {.unnumbered}"\ncitation:\n  type: book\n---'),
+                   nbformat.v4.new_markdown_cell("Prose."))
+    build_book.finish_page(nb, "index.ipynb", dict(build="B", seconds=1.0))
+    [raw] = [c for c in nb.cells if c.cell_type == "raw"]
+    front = yaml.safe_load(raw.source.strip("-\n"))
+    assert front["title"] == "# Preface {.unnumbered}" and front["citation"] == {"type": "book"}
+    assert front["lsuv-run"] == dict(build="B", seconds=1.0) and nb.cells[0] is raw
+
+
 def test_the_real_book_lists_every_chapter_notebook_in_order():
     pages = build_book.book_pages(ROOT)
     assert pages[0] == "index.md" or pages[0] == "index.ipynb"

@@ -510,6 +510,10 @@ def finish_page(nb, page: str, run: dict) -> None:
     front = {"code-links": [{"text": "Executed notebook (this run)", "href": Path(page).name, "icon": "file-code"},
                             {"text": "Source notebook (to re-run)", "href": source, "icon": "journal-code"}],
              "lsuv-run": run}
+    own = nb.cells[0].source.strip() if nb.cells and nb.cells[0].cell_type == "raw" else ""
+    if own.startswith("---") and own.endswith("---"):  # the page's own front matter: Quarto reads only the first
+        front = {**(yaml.safe_load(own[3:-3]) or {}), **front}
+        nb.cells.pop(0)
     cell = nbformat.v4.new_raw_cell("---\n" + yaml.safe_dump(front, sort_keys=False) + "---")
     cell.metadata["tags"] = ["lsuv-run"]
     nb.cells.insert(0, cell)
