@@ -66,6 +66,8 @@ def test_citation_metadata_agrees_with_citation_cff():
     assert str(config["book"]["date"]) == str(config["date"]) == str(cff["date-released"])
     assert str(config["citation"]["version"]) == str(cff["version"]) == lsuvlib.__version__
     assert config["google-scholar"] is True and config["citation"]["type"] == "chapter"
+    index = yaml.safe_load(nbformat.read(ROOT / "index.ipynb", as_version=4).cells[0].source.strip().strip("-"))
+    assert index["citation"] == {"type": "book", "version": cff["version"]}, "the home page cites the book"
     assert "site/page.lua" in config["filters"]
 
 

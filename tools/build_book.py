@@ -661,7 +661,9 @@ def render(plan: dict, manifest: Manifest) -> bool:
 
 def placeholder(root: Path, page: str, record: dict | None) -> nbformat.NotebookNode:
     """The page of a chapter with no good run: what happened and how to build it."""
-    title = nbformat.read(root / page, 4).cells[0].source.splitlines()[0] if (root / page).is_file() else f"# {stem(page)}"
+    cells = nbformat.read(root / page, 4).cells if (root / page).is_file() else []
+    title = next((c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("# ")),
+                 f"# {stem(page)}")
     why = (f"Its last run failed in build {record['build_id']}: `{record.get('error', '')}`."
            if record and record.get("status") in ("failed", "killed") else "It has not been built yet.")
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
