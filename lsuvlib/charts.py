@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullLocator
 
 if TYPE_CHECKING:
     from .activations import ActivationStats
@@ -203,29 +204,88 @@ def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's f
 
 
 @_styled
-def plot_lr_find(result: LRFindResult, title: str = "Learning-rate finder") -> Figure:
-    """Loss against learning rate (log scale) with the suggested rate marked."""
+def plot_lr_find(results: LRFindResult | dict[str, LRFindResult], title: str = "Learning-rate finder",
+                 marks: dict[str, float] | None = None) -> Figure:
+    """Loss against learning rate (log scale): each sweep's falling part shaded, its suggested rate dashed.
+
+    `results` is one `LRFindResult` or `{label: result}`, one line each (a smoothed one says so).
+    A sweep whose curve never falls (`LRFindResult.falling_part` is None) suggests no rate, and
+    its legend entry says so. `marks` draws other rates as dotted lines, `{label: lr}` (e.g. the
+    blog's rate). The loss axis runs from half the lowest loss to 1.5 times the highest first loss, so a last
+    loss that exploded leaves the top of the chart instead of flattening the rest.
+    """
+    if not isinstance(results, dict):
+        results = {"loss of each batch": results}
     fig = Figure(figsize=(WIDTH, 3.6), layout="constrained")
     ax = fig.subplots()
-    smoothing = getattr(result, "smoothing", 0.0)
-    label = f"training loss, smoothed (EMA {smoothing:g})" if smoothing else "training loss of each batch"
-    ax.plot(result.lrs, result.losses, label=label)
-    ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggested lr = {result.suggestion:.3g}")
-    ax.set(xscale="log", title=title, xlabel="Learning rate (log scale)", ylabel="Loss")
-    ax.legend()
+    for k, (name, res) in enumerate(results.items()):
+        fall = res.falling_part()
+        label = name + (f", smoothed (EMA {res.smoothing:g})" if res.smoothing else "")
+        label += "" if fall else " (never falls)"
+        ax.plot(res.lrs, res.losses, color=f"C{k}", marker=".", label=label)
+        if fall:
+            ax.axvspan(res.lrs[fall[0]], res.lrs[fall[1]], color=f"C{k}", alpha=0.12, label="its falling part")
+            ax.axvline(res.suggestion, color=f"C{k}", ls="--",
+                       label=f"its suggested rate, {res.suggestion:.3g} (a tenth of the lowest point's)")
+    for name, lr in (marks or {}).items():
+        ax.axvline(lr, color="k", ls=":", lw=1, label=f"{name} = {lr:g}")
+    firsts = [r.losses[0] for r in results.values() if r.losses and math.isfinite(r.losses[0])]
+    lows = [r.losses[r.lowest] for r in results.values() if r.lowest is not None]
+    if firsts and lows:  # from half the lowest loss: the falls fill the chart, not the empty space below
+        ax.set_ylim(0.5 * min(lows), 1.5 * max(firsts))
+    ax.set(xscale="log", title=title, xlabel="Learning rate (log scale)", ylabel="Training loss of the batch")
+    fig.legend(loc="outside lower center")  # under the chart, off the lines
     return fig
 
 
 @_styled
-def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation std through a deep stack") -> Figure:
-    """Std of the activations after each layer, one line per initialisation (log y axis)."""
+def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation std through a deep stack",
+                    zoom: Sequence[str] = (), marks: dict[str, float] | None = None) -> Figure:
+    """Std of the activations after each layer, one line per initialisation, on a log axis.
+
+    A line stops where its std overflows (not finite) or underflows to 0, with a cross and a
+    legend note saying where. Ticks stand at round powers of 10 (every 2nd, 5th, 10th or 20th
+    decade when the range is wide). With `zoom`, a second panel draws those curves on a linear
+    axis, where lines near 1 that the log axis piles up can be told apart; `marks` adds
+    reference lines to it, `{label: value}`.
+    """
+    unknown = [name for name in zoom if name not in curves]
+    if unknown:
+        raise ValueError(f"zoom names curves to draw again, one of {list(curves)}; got {unknown}")
     fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
-    ax = fig.subplots()
-    for label, stds in curves.items():
-        ax.plot(range(1, len(stds) + 1), stds, marker=".", label=label)
+    ax, *rest = fig.subplots(1, 2 if zoom else 1, squeeze=False).ravel()
+    ax.set_yscale("log")
+    styles = {name: dict(color=f"C{k}", ls=("-", "--", "-.", ":")[k % 4]) for k, name in enumerate(curves)}
+    drawn: list[float] = []
+    for name, stds in curves.items():
+        ok = [s is not None and math.isfinite(s) and s > 0 for s in stds]
+        cut = ok.index(False) if False in ok else len(stds)
+        label = name
+        if cut < len(stds):
+            label += f" ({'is 0' if stds[cut] == 0 else 'overflows'} from layer {cut + 1})"
+            if cut:
+                ax.plot(cut, stds[cut - 1], "x", ms=8, mew=2, color=styles[name]["color"])
+        ax.plot(range(1, cut + 1), stds[:cut], label=label, **styles[name])
+        drawn += stds[:cut]
     ax.axhline(1, color="k", lw=0.7, ls=":")
-    ax.set(yscale="log", title=title, xlabel="Layer", ylabel="Std of activations (log scale)")
-    ax.legend()
+    decades = math.log10(max(drawn) / min(drawn)) if drawn else 0.0
+    step = next((d for d in (1, 2, 5, 10, 20) if decades / d <= 8), 50)
+    ax.yaxis.set_major_locator(LogLocator(base=10.0 ** step))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set(title="All, on a log axis" if zoom else title, xlabel="Layer",
+           ylabel="Std of activations (log scale)")
+    if zoom:
+        (z,) = rest
+        for name in zoom:
+            z.plot(range(1, len(curves[name]) + 1), curves[name], label=name, **styles[name])
+        for name, value in (marks or {}).items():
+            z.axhline(value, color="0.35", lw=1, ls=(0, (6, 3)), label=f"{name} ({value:.2f})")
+        z.set(title=" and ".join(zoom) + ", on a linear axis", xlabel="Layer", ylabel="Std of activations",
+              ylim=(0, None))
+        fig.suptitle(title)
+    # One legend under the panels: inside, it would cover the lines that leave the plot's corners.
+    handles = {h.get_label(): h for a in (ax, *rest) for h in a.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2)
     return fig
 
 

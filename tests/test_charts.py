@@ -107,7 +107,7 @@ def build(name: str, t: dict) -> Figure:
     if name == "plot_lr_find":
         return charts.plot_lr_find(t["finder"])
     if name == "plot_layer_stds":
-        return charts.plot_layer_stds({"N(0, 1)": [1.0, 3.0, 9.0], "LSUV": [1.0, 1.0, 1.0]})
+        return charts.plot_layer_stds({"N(0, 1)": [1.0, 3.0, 9.0], "LSUV": [1.0, 1.0, 1.0]}, zoom=["LSUV"])
     if name == "plot_seed_bands":
         curves = {"baseline": aggregate([_history([0.5, 0.6]), _history([0.55, 0.7])]),
                   "lsuv": aggregate([_history([0.8, 0.9]), _history([0.82, 0.88])])}
@@ -163,7 +163,7 @@ def test_chart_is_a_labelled_figure(trained, name):
         assert ax.get_ylabel().strip(), f"{name}: panel {ax.get_title()!r} has no y label"
         assert ax.lines or ax.images or ax.collections, f"{name}: panel {ax.get_title()!r} is empty"
         if not ax.images:  # an image's legend is its colour bar
-            assert any(a.get_legend() for a in axes), f"{name}: no legend on any panel"
+            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel"
     for text in all_text(fig):
         assert "str(self" not in text and "{" not in text and "index(h)" not in text, f"{name}: template text {text!r}"
     fig.savefig(io.BytesIO(), format="png")  # it really renders (layout, colour bars, log axes)
@@ -310,14 +310,75 @@ def test_plot_history_shows_both_phases(trained):
     assert list(acc_ax.lines[0].get_xdata()) == [1, 2]  # epochs counted from 1
 
 
-def test_plot_lr_find_marks_the_suggestion(trained):
+def legend_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+def test_plot_lr_find_marks_the_suggestion_and_shades_the_falling_part(trained):
     fig = build("plot_lr_find", trained)
     (ax,) = panels(fig)
     assert ax.get_xscale() == "log"
     res = trained["finder"]
+    start, low = res.falling_part()
     suggestion = [line for line in ax.lines if "suggested" in line.get_label()]
     assert len(suggestion) == 1 and suggestion[0].get_xdata()[0] == pytest.approx(res.suggestion)
     assert f"{res.suggestion:.3g}" in suggestion[0].get_label()
+    (band,) = [p for p in ax.patches if p.get_label() == "its falling part"]
+    x0, x1 = band.get_x(), band.get_x() + band.get_width()  # a Rectangle in data x, axes y
+    assert (x0, x1) == pytest.approx((res.lrs[start], res.lrs[low]))
+
+
+def test_plot_lr_find_draws_no_suggestion_for_a_curve_that_never_falls(toy):
+    import torch.nn.functional as F
+
+    from lsuvlib.lr_finder import LRFindResult
+
+    flat = LRFindResult([1e-3, 1e-2, 1e-1], [2.30, 2.29, 2.31], None)
+    losses = iter([2.3, 2.0, 1.0, 2.5])
+    falling = lr_find(nested_model(), dataloaders(toy, 32, seed=0, device="cpu").train, max_iters=4,
+                      loss_func=lambda p, y: F.cross_entropy(p, y) * 0 + next(losses))
+    fig = charts.plot_lr_find({"stuck": flat, "learns": falling}, marks={"the blog's rate": 0.2})
+    (ax,) = panels(fig)
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[0] == "stuck (never falls)" and labels[1] == "learns"
+    assert sum("suggested" in label for label in labels) == 1  # the falling sweep's only
+    assert "the blog's rate = 0.2" in labels and "the blog's rate = 0.2" in legend_labels(fig)
+    assert ax.get_ylim() == pytest.approx((0.5 * 1.0, 1.5 * 2.3))  # half the lowest loss to 1.5 x the first
+
+
+def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):
+    (ax,) = panels(build("plot_lr_find", trained))
+    assert ax.lines[0].get_label() == "loss of each batch"
+    assert list(ax.lines[0].get_xdata()) == trained["finder"].lrs
+    smooth = lr_find(nested_model(), trained["dls"].train, start=1e-4, growth=1.4, max_iters=10, smoothing=0.9)
+    (ax,) = panels(charts.plot_lr_find(smooth))
+    assert ax.lines[0].get_label().startswith("loss of each batch, smoothed (EMA 0.9)")
+
+
+def test_plot_layer_stds_cuts_a_line_where_it_leaves_the_float_range_and_ticks_round_decades():
+    curves = {"N(0, 1)": [8.0 ** k for k in range(1, 43)] + [math.nan] * 8,
+              "N(0, 0.01)": [0.08 ** k for k in range(1, 42)] + [0.0] * 9,
+              "Kaiming": [0.8] * 50, "LSUV": [1.0] * 50}
+    fig = charts.plot_layer_stds(curves, zoom=("Kaiming", "LSUV"), marks={"expected": 0.83})
+    log_ax, lin_ax = panels(fig)
+    labels = [line.get_label() for line in log_ax.lines if not line.get_label().startswith("_")]
+    assert labels == ["N(0, 1) (overflows from layer 43)", "N(0, 0.01) (is 0 from layer 42)", "Kaiming", "LSUV"]
+    overflow = log_ax.lines[1]  # drawn after its cross
+    assert len(overflow.get_xdata()) == 42
+    crosses = [line for line in log_ax.lines if line.get_marker() == "x"]
+    assert [(c.get_xdata()[0], c.get_ydata()[0]) for c in crosses] == [(42, 8.0 ** 42), (41, 0.08 ** 41)]
+    lo, hi = log_ax.get_ylim()
+    shown = [t for t in log_ax.get_yticks() if lo <= t <= hi]
+    exponents = [round(math.log10(t)) for t in shown]
+    assert exponents and all(e % 20 == 0 for e in exponents), exponents  # 10^-40, 10^-20, 1, ... not 10^29
+    assert lin_ax.get_yscale() == "linear" and [line.get_label() for line in lin_ax.lines] == \
+        ["Kaiming", "LSUV", "expected (0.83)"]
+    assert "Kaiming" in legend_labels(fig) and legend_labels(fig).count("Kaiming") == 1
+
+
+def test_plot_layer_stds_refuses_a_zoom_on_a_curve_it_does_not_have():
+    with pytest.raises(ValueError, match=r"zoom names curves to draw again, one of \['a'\]; got \['b'\]"):
+        charts.plot_layer_stds({"a": [1.0, 1.0]}, zoom=["b"])
 
 
 def test_plot_seed_bands_one_line_and_band_per_config(trained):
@@ -336,15 +397,6 @@ def test_charts_do_not_touch_pyplot_state(trained):
     for name in CHARTS:
         build(name, trained)
     assert plt.get_fignums() == before
-
-
-def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):
-    (ax,) = panels(build("plot_lr_find", trained))
-    assert ax.lines[0].get_label() == "training loss of each batch"
-    assert list(ax.lines[0].get_xdata()) == trained["finder"].lrs
-    smooth = lr_find(nested_model(), trained["dls"].train, start=1e-4, growth=1.4, max_iters=10, smoothing=0.9)
-    (ax,) = panels(charts.plot_lr_find(smooth))
-    assert ax.lines[0].get_label() == "training loss, smoothed (EMA 0.9)"
 
 
 IMPORT_CHECK = """
