@@ -84,10 +84,18 @@ def convergence_text(reports: Mapping[str, Sequence], max_iters: int) -> str:
 # ----------------------------------------------------------------------------- the staircase
 
 
+def _passes(report) -> list[dict]:
+    passes = getattr(report, "passes", None)
+    if not passes:
+        raise ValueError("the LSUV report has no recorded passes: run lsuv_init(..., trace=True) "
+                         "(or pass lsuv=dict(..., trace=True) to train) to record them")
+    return passes
+
+
 def staircase(report, near_one: float = NEAR_ONE) -> list[dict]:
     """Per layer, from a traced report (`report.passes`): its passes, the first at which its std is within
     `near_one` of 1 (`jump`), and whether it stays there for the rest of LSUV (`stays`)."""
-    passes, out = report.passes, []
+    passes, out = _passes(report), []
     for target in dict.fromkeys(p["target"] for p in passes):
         own = [p["index"] for p in passes if p["target"] == target]
         std = {p["index"]: s["std"] for p in passes for s in p["stats"] if s["layer"] == target}
@@ -234,8 +242,9 @@ def why_text(at_blog: Mapping[str, Sequence], at_stable: Mapping[str, Sequence],
 def scale_text(report) -> str:
     """How far LSUV moved each layer's scale from PyTorch's default draw, read from a traced report's first and
     last passes."""
-    first = {s["layer"]: s["std"] for s in report.passes[0]["stats"]}
-    last = {s["layer"]: s["std"] for s in report.passes[-1]["stats"]}
+    passes = _passes(report)
+    first = {s["layer"]: s["std"] for s in passes[0]["stats"]}
+    last = {s["layer"]: s["std"] for s in passes[-1]["stats"]}
     ratios = [last[k] / first[k] for k in first if k in last and first[k] > 0]
     return (f"LSUV starts this network at a larger scale than PyTorch's default draw: the activations' standard "
             f"deviations, {_and([f'{v:.2f}' for v in first.values()])} layer by layer at the first pass (the default "

@@ -103,6 +103,13 @@ def test_staircase_text_counts_the_passes_of_each_rule(traced):
     assert not P.is_clean(P.staircase(traced.blog)) and "this run draws no clean staircase" in text
 
 
+def test_staircase_and_scale_need_a_traced_report():
+    untraced = L.lsuv_init(cnn(), torch.rand(8, 1, 8, 8), "blog", warn=False)
+    for read in (P.staircase, P.scale_text, lambda r: P.staircase_text(r, r, {}, "Toy")):
+        with pytest.raises(ValueError, match=r"no recorded passes: run lsuv_init\(\.\.\., trace=True\)"):
+            read(untraced)
+
+
 def test_staircase_text_calls_a_clean_staircase_one():
     report = fake_passes([{"a": 0.3, "b": 0.1}, {"a": 1.0, "b": 0.4}, {"a": 1.0, "b": 1.0}], ["a", "a", "b"])
     text = P.staircase_text(report, report, {"a": "conv 1 (8 ch)", "b": "conv 2 (16 ch)"}, "Toy")
