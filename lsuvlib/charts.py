@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import textwrap
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -161,44 +161,88 @@ def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per
 
 
 @_styled
-def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's forward passes") -> Figure:
+def lsuv_passes(report: Any, title: str = "Activation statistics during LSUV's forward passes",
+                names: Mapping[str, str] | None = None) -> Figure:
     """Mean and std of each paired activation at every forward pass LSUV ran: the blog's "staircase".
 
-    Reads ``report.passes`` (``lsuv_init(..., trace=True)``): one entry per pass with the
-    layer being initialised (``target``) and each activation's ``mean`` and ``std``. A
-    dashed vertical line marks each pass where LSUV moves on to the next layer; an
-    activation absent from a pass leaves a gap.
+    Reads `report.passes` (`lsuv_init(..., trace=True)`): one entry per pass with the
+    layer being initialised (`target`) and each activation's `mean` and `std`. A dashed
+    vertical line marks each pass where LSUV starts a layer; an activation absent from a
+    pass leaves a gap. `names` maps the report's layer paths to the names a reader knows
+    (`lsuv_page.path_names(model)`: "conv 2 (16 ch)"), so the layers are named as in the
+    book's other charts; a layer it does not name keeps its path and activation type.
     """
     passes = getattr(report, "passes", None)
     if not passes:
         raise ValueError("the report has no recorded passes: run lsuv_init(..., trace=True) "
                          "(or LSUVCallback(..., trace=True)) to record them")
+    names = names or {}
+
+    def label(layer: str, activation: str | None = None) -> str:
+        if layer in names:
+            return names[layer]
+        return f"{layer} ({activation})" if activation else layer
+
     layers: dict[str, str] = {}  # layer -> legend label, in order of first appearance
     for p in passes:
         for s in p["stats"]:
-            if s["layer"] not in layers:
-                layers[s["layer"]] = f"{s['layer']} ({s['activation']})" if s.get("activation") else s["layer"]
+            layers.setdefault(s["layer"], label(s["layer"], s.get("activation")))
     x = [p["index"] for p in passes]
-    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
-    for layer, label in layers.items():
+    for layer, text in layers.items():
         by_pass = [{s["layer"]: s for s in p["stats"]}.get(layer) for p in passes]
-        ax_mean.plot(x, [s["mean"] if s else math.nan for s in by_pass], marker=".", label=label)
-        ax_std.plot(x, [s["std"] if s else math.nan for s in by_pass], marker=".", label=label)
-    starts = [(p["index"], p["target"]) for k, p in enumerate(passes)
-              if k == 0 or p["target"] != passes[k - 1]["target"]]
+        ax_mean.plot(x, [s["mean"] if s else math.nan for s in by_pass], marker=".", label=text)
+        ax_std.plot(x, [s["std"] if s else math.nan for s in by_pass], marker=".", label=text)
+    starts = [p["index"] for k, p in enumerate(passes) if k == 0 or p["target"] != passes[k - 1]["target"]]
     for ax, target in ((ax_mean, 0), (ax_std, 1)):
-        for n, (index, _) in enumerate(starts):
-            ax.axvline(index, color="0.5", lw=0.8, ls="--", label="LSUV moves to the next layer" if n == 0 else None)
-        ax.axhline(target, color="k", lw=0.7, ls=":", label=f"target {target}")
-    for index, target in starts:
-        ax_mean.annotate(target, (index, 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
-                         ha="right", fontsize="x-small", color="0.4")
+        for n, index in enumerate(starts):
+            ax.axvline(index, color="0.5", lw=0.8, ls="--", label="LSUV starts a layer" if n == 0 else None)
+        ax.axhline(target, color="k", lw=0.7, ls=":", label="target (mean 0, std 1)")
     ax_mean.set(title="Mean", xlabel="LSUV forward pass", ylabel="Mean activation")
     ax_std.set(title="Standard deviation", xlabel="LSUV forward pass", ylabel="Std of activation")
-    ax_std.legend(title="Activation", fontsize="small")
-    ax_mean.legend(fontsize="small", handles=[h for h in ax_mean.get_legend_handles_labels()[0]
-                                              if h.get_label().startswith(("LSUV", "target"))])
+    fig.legend(*ax_std.get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    fig.suptitle(title)
+    return fig
+
+
+@_styled
+def plot_first_losses(groups: Mapping[str, Sequence[Any]], batches: int = 24, n_classes: int = 10,
+                      title: str = "Training loss over the first batches") -> Figure:
+    r"""The training loss of each run's first `batches` batches, one panel per group of runs.
+
+    `groups` maps a panel's title (e.g. a learning rate) to its runs, each with `seed`,
+    `batch_losses` and `diverged` (`experiment.Run`); the title gains how many diverged. A
+    seed keeps its colour in every panel, and a diverged run is dashed. The vertical axis
+    stops at three times a uniform guess's loss, $\ln C$ for `n_classes` classes (dotted),
+    so a loss that runs away leaves the panel at the top.
+    """
+    from matplotlib.lines import Line2D
+
+    if not groups or not all(groups.values()):
+        raise ValueError("groups must map each panel's title to a non-empty list of runs, e.g. "
+                         "{'lr 0.2': runs_a, 'lr 0.1': runs_b}")
+    if batches < 1 or n_classes < 2:
+        raise ValueError(f"need batches >= 1 and n_classes >= 2, got batches={batches}, n_classes={n_classes}")
+    uniform = math.log(n_classes)
+    seeds = list(dict.fromkeys(r.seed for runs in groups.values() for r in runs))
+    shown = max(2, min(batches, max(len(r.batch_losses) for runs in groups.values() for r in runs)))
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    for ax, (panel, runs) in zip(axes, groups.items()):
+        for r in runs:
+            losses = list(r.batch_losses[:shown])
+            ax.plot(range(1, len(losses) + 1), losses, color=f"C{seeds.index(r.seed) % 10}",
+                    ls="--" if r.diverged else "-")
+        ax.axhline(uniform, color="k", lw=0.7, ls=":")
+        ax.set(title=f"{panel}: {sum(r.diverged for r in runs)} of {len(runs)} diverged", xlabel="Training batch",
+               xlim=(1, shown), ylim=(0, 3 * uniform))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("Cross-entropy loss")
+    handles = [Line2D([], [], color=f"C{k % 10}", label=f"seed {s}") for k, s in enumerate(seeds)]
+    handles += [Line2D([], [], color="0.3", ls="--", label="diverged"),
+                Line2D([], [], color="k", lw=0.7, ls=":", label=f"uniform guess (ln {n_classes})")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
     fig.suptitle(title)
     return fig
 

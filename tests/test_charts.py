@@ -104,6 +104,8 @@ def build(name: str, t: dict) -> Figure:
         return charts.dead_chart(stats, which="near" if name.endswith("near") else "zero")
     if name == "lsuv_passes":
         return charts.lsuv_passes(t["report"], title="LSUV passes")
+    if name == "plot_first_losses":
+        return charts.plot_first_losses(first_loss_groups(), batches=5)
     if name == "plot_lr_find":
         return charts.plot_lr_find(t["finder"])
     if name == "plot_layer_stds":
@@ -127,7 +129,7 @@ def build(name: str, t: dict) -> Figure:
 
 CHARTS = ["plot_history", "color_dim", "dead_chart", "dead_chart_near", "plot_stats", "plot_lr_find",
           "plot_layer_stds", "plot_seed_bands", "plot_activation_fn", "plot_input_moments", "lsuv_passes",
-          "final_accuracy_chart"]
+          "plot_first_losses", "final_accuracy_chart"]
 NOT_CHARTS = ["register_ipython_png"]
 
 
@@ -163,7 +165,7 @@ def test_chart_is_a_labelled_figure(trained, name):
         assert ax.get_ylabel().strip(), f"{name}: panel {ax.get_title()!r} has no y label"
         assert ax.lines or ax.images or ax.collections, f"{name}: panel {ax.get_title()!r} is empty"
         if not ax.images:  # an image's legend is its colour bar
-            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel"
+            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel or figure"
     for text in all_text(fig):
         assert "str(self" not in text and "{" not in text and "index(h)" not in text, f"{name}: template text {text!r}"
     fig.savefig(io.BytesIO(), format="png")  # it really renders (layout, colour bars, log axes)
@@ -262,8 +264,16 @@ def test_lsuv_passes_draws_each_activation_per_pass_and_marks_each_new_layer(tra
     for ax in (mean_ax, std_ax):
         verticals = [line for line in ax.lines if line.get_linestyle() == "--"]
         assert sorted(line.get_xdata()[0] for line in verticals) == [0, 2, 5]
-    assert [t.get_text() for t in mean_ax.texts] == ["0.1", "1.1", "2.1"]
+    assert not mean_ax.texts  # no labels printed over the data: the legend names the layers
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][:3] == ["0.1 (ReLU)", "1.1 (ReLU)", "2.1 (GeneralRelu)"]
     assert fig._suptitle.get_text() == "LSUV passes"
+
+
+def test_lsuv_passes_names_layers_by_the_names_given_and_keeps_the_others():
+    fig = charts.lsuv_passes(fake_report(), names={"0.1 (ReLU)": "conv 1 (8 ch)", "1.1 (ReLU)": "conv 2 (16 ch)"})
+    labels = [line.get_label() for line in panels(fig)[1].lines if not line.get_label().startswith("_")]
+    assert labels[:3] == ["conv 1 (8 ch)", "conv 2 (16 ch)", "2.1 (GeneralRelu)"]
 
 
 def test_lsuv_passes_leaves_a_gap_where_an_activation_did_not_run():
@@ -299,6 +309,57 @@ def test_lsuv_passes_reads_a_real_traced_report():
         label = f"{s['layer']} ({s['activation']})" if s.get("activation") else s["layer"]
         (line,) = [ln for ln in std_ax.lines if ln.get_label() == label]
         assert line.get_ydata()[-1] == pytest.approx(s["std"])
+
+
+def test_lsuv_passes_and_the_training_charts_name_each_layer_alike(trained):
+    """The same layer has the same reader's name in LSUV's passes chart and in the activation statistics' charts."""
+    from lsuvlib import lsuv, lsuv_page
+
+    model = nested_model()
+    report = lsuv.lsuv_init(model, torch.randn(64, 1, 8, 8), "loop", trace=True, warn=False)
+    fig = charts.lsuv_passes(report, names=lsuv_page.path_names(model))
+    labels = [line.get_label() for line in panels(fig)[1].lines if not line.get_label().startswith("_")]
+    assert labels[:2] == trained["stats"].names == LAYER_NAMES
+
+
+def first_loss_groups():
+    """Seed 1 trains at both rates; seed 2 diverges (loss to NaN) at the first, as LSUV's runs at lr 0.2 did."""
+    run = lambda seed, losses, diverged=False: SimpleNamespace(seed=seed, batch_losses=losses,  # noqa: E731
+                                                               diverged=diverged)
+    return {"lr 0.2": [run(1, [2.3, 1.9, 1.5, 1.2, 1.0, 0.9, 0.8]), run(2, [2.4, 1.8, 3.0, 9.0, math.nan], True)],
+            "lr 0.1": [run(1, [2.3, 2.0, 1.7, 1.4, 1.2, 1.1, 1.0]), run(2, [2.4, 2.1, 1.8, 1.5, 1.3, 1.2, 1.1])]}
+
+
+def test_plot_first_losses_draws_each_runs_first_batches_and_counts_the_diverged():
+    groups = first_loss_groups()
+    fig = charts.plot_first_losses(groups, batches=5, n_classes=10, title="First batches")
+    fast, slow = panels(fig)
+    assert [fast.get_title(), slow.get_title()] == ["lr 0.2: 1 of 2 diverged", "lr 0.1: 0 of 2 diverged"]
+    for ax, runs in ((fast, groups["lr 0.2"]), (slow, groups["lr 0.1"])):
+        seeds = [line for line in ax.lines if line.get_linestyle() != ":"]
+        assert len(seeds) == 2
+        for line, r in zip(seeds, runs):
+            assert list(line.get_xdata()) == list(range(1, len(r.batch_losses[:5]) + 1))
+            np.testing.assert_array_equal(line.get_ydata(), r.batch_losses[:5])
+            assert line.get_linestyle() == ("--" if r.diverged else "-")
+        assert ax.get_ylim() == pytest.approx((0, 3 * math.log(10)))
+        assert ax.get_xlim() == (1, 5)
+    # a seed keeps its colour in both panels
+    assert fast.lines[0].get_color() == slow.lines[0].get_color() != fast.lines[1].get_color()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["seed 1", "seed 2", "diverged", "uniform guess (ln 10)"]
+
+
+def test_plot_first_losses_stops_the_axis_at_the_longest_run():
+    fig = charts.plot_first_losses(first_loss_groups(), batches=100)
+    assert panels(fig)[0].get_xlim() == (1, 7)
+
+
+def test_plot_first_losses_refuses_an_empty_panel():
+    with pytest.raises(ValueError, match="non-empty list of runs"):
+        charts.plot_first_losses({"lr 0.2": []})
+    with pytest.raises(ValueError, match="batches >= 1"):
+        charts.plot_first_losses(first_loss_groups(), batches=0)
 
 
 def test_plot_history_shows_both_phases(trained):
