@@ -19,7 +19,7 @@ def imports() -> dict[str, set[str]]:
                 found |= {node.module} if node.module else {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lsuvlib."):
                 found.add(node.module.split(".")[1])
-        graph[path.stem] = {m.split(".")[0] for m in found} - {path.stem}
+        graph[path.stem] = {m.split(".")[0] for m in found} & {p.stem for p in LIB.glob("*.py")} - {path.stem}
     return graph
 
 
