@@ -82,7 +82,9 @@ _RULES = {"std": _Variant(_std, mean="-"), "mean_std": _Variant(_mean_std), "loo
           "blog": _Variant(_blog, mean="bias", measure="activation"),
           "paper": _Variant(_paper, tol=0.1, mean="-", measure="layer", every_layer=True)}
 VARIANTS = tuple(_RULES)
+"""The variant names `lsuv_init` takes: `std`, `mean_std`, `loop`, `blog`, `paper`."""
 VARIANT_INFO: dict[str, str] = {name: " ".join(inspect.getdoc(v.rule).split()) for name, v in _RULES.items()}
+"""Each variant's rule in one sentence, from its function's docstring (chapter 7's table shows them)."""
 
 
 # ----------------------------------------------------------------------------- the guards around a rule
