@@ -5,14 +5,14 @@ file writes), ``batches`` (in-memory mini-batches), ``learner`` (the training lo
 ``hooks``, ``nonlinear`` (which modules count as activations), ``activations``
 (statistics), ``charts``, ``lr_finder``, ``models``, ``init``, ``lsuv``, ``experiment``
 (seeded runs), ``stats`` (summaries over seeds), ``results`` (chapter results as data),
-``page`` (what a chapter shows on its page), ``findings`` (what the CNN chapters state
+``page`` (what a chapter shows on its page), ``narrate`` (what the CNN chapters state
 about their runs), ``sources`` (the seed documents' numbers)
 and ``runtime`` (device, seeds, versions).
 """
 __version__ = "0.1.0"
 
 from . import charts  # noqa: F401  (chapters call L.charts.*)
-from . import findings, page, results  # noqa: F401  (chapters call L.findings.*, L.page.*, L.results.*)
+from . import narrate, page, results  # noqa: F401  (chapters call L.narrate.*, L.page.*, L.results.*)
 from .activations import ActivationStats
 from .batches import Batches, DataLoaders, batch_moments, dataloaders
 from .data import DataConfigError, DataError, DataWarning, ImageSet, best_available, load_images, prepare

@@ -1,11 +1,11 @@
-r"""What the pages on the blog's CNN state about their runs, computed from them.
+r"""Narrates what the runs of the blog's CNN show, computed from them: the pages of chapters 3 to 5.
 
-The baseline, standardised inputs, and BatchNorm with Kaiming weights (chapters 3 to 5) share
-one network and one story: how long the training loss sat at chance level ($\ln C$, the loss of
-a network that gives each of $C$ classes the same probability), what the layers' activations
-looked like, each seed's pair of runs, and why an activation's std is what it is. Each function
-returns Markdown for a page, or the one-sentence answer a chapter saves as its `finding`.
-`baseline_runs` also trains, when the build holds no baseline runs a chapter can pair with.
+The baseline, standardised inputs, and BatchNorm with Kaiming weights share one network and one
+story: how long the training loss sat at chance level ($\ln C$, the loss of a network that gives
+each of $C$ classes the same probability), what the layers' activations looked like, each seed's
+pair of runs, and why an activation's std is what it is. Each function returns Markdown for a
+page, or the answer a chapter saves as its `finding`. `baseline_runs` also trains, when the build
+holds no baseline runs a chapter can pair with.
 """
 from __future__ import annotations
 
@@ -27,9 +27,19 @@ if TYPE_CHECKING:
     from .data import ImageSet
     from .results import Chapter
 
+# What each configuration of these chapters is, for a reader (a chapter's `configs` in its results).
+LABELS = {"baseline": "baseline: [0, 1] pixels, default init, ReLU, plain SGD",
+          "input_normalisation": "standardised inputs, default init, ReLU, plain SGD",
+          "batchnorm_kaiming": "BatchNorm + Kaiming + GeneralRelu, momentum SGD"}
+
 # The loss has left chance level once it is this far below ln C: on the plateau, batches of 1024
 # images move it by about 0.002, and a network that learns anything drops it by far more.
 PLATEAU_DROP = 0.1
+
+
+def configs(chapter: "Chapter") -> dict[str, str]:
+    """Each configuration the chapter trained, with its `LABELS` entry: the `configs` its results file saves."""
+    return {config: LABELS[config] for config in chapter.runs}
 
 
 def _field(run, name: str):
