@@ -1,7 +1,7 @@
 """Activation statistics recorded while training: per layer and per batch, mean, std, zero share and a histogram.
 
-The charts of these statistics live in :mod:`lsuvlib.charts` (``color_dim``, ``dead_chart``,
-``plot_stats``), which reads an :class:`ActivationStats`; this module draws nothing.
+The charts of these statistics live in `lsuvlib.charts` (`color_dim`, `dead_chart`,
+`plot_stats`), which reads an `ActivationStats`; this module draws nothing.
 """
 from __future__ import annotations
 
@@ -20,26 +20,28 @@ if TYPE_CHECKING:
 
 
 class ActivationStats(Callback):
-    """Record the output of every activation module on each *training* batch.
+    r"""A callback that records the output $a$ of every activation module on each *training* batch.
 
-    Per layer and batch it keeps:
+    Per layer and batch it keeps, as `[layers, batches]` tensors once the fit ends:
+    `means` and `stds` of the whole batch's activations; `zeros`, the share exactly 0 (units
+    a ReLU switched off); and `hists` (`[layers, batches, bins]`), a histogram of $|a|$ in
+    `bins` equal bins over $[0, \text{hist\_max}]$ of the batch's first `hist_images` images
+    (`histc` is most of the cost). Values above `hist_max` fall outside every bin, as in
+    `torch.histc`. Everything stays on the device until the fit ends, then moves to the CPU
+    in one copy.
 
-    - ``means``, ``stds``: mean and std of the whole batch's activations;
-    - ``zeros``: the share of the whole batch's activations that are exactly 0 (units a
-      ReLU switched off);
-    - ``hists``: a histogram of ``|a|`` over ``bins`` equal bins in ``[0, hist_max]``, of the
-      first ``hist_images`` images of the batch (``None``: all), since ``histc`` is most of
-      the cost. Values above ``hist_max`` fall outside every bin, as in ``torch.histc``.
+    `dead_fraction` is the fastai course's "dead" share (its `get_min`): the share of
+    $|a| < \text{hist\_max} / \text{bins}$ (0.25 with the defaults) among the histogrammed
+    $|a| \le \text{hist\_max}$, so it counts small live outputs too; `zero_fraction` counts
+    only exact zeros.
 
-    :meth:`dead_fraction` is the fastai course's "dead" share (its ``get_min``): the lowest
-    bin's count over the histogram's total, i.e. the share of ``|a| < hist_max / bins``
-    (0.25 with the defaults) among the histogrammed ``|a| <= hist_max``. It counts small live
-    outputs too; :meth:`zero_fraction` counts only exact zeros.
-
-    ``types``: module types to record; ``None`` (the default) asks
-    :func:`lsuvlib.nonlinear.is_activation` when the fit starts, so types registered with
-    :func:`lsuvlib.nonlinear.register_activation` count. ``modules``: record exactly these.
-    Everything stays on the device until the fit ends, then moves to the CPU in one copy.
+    Args:
+        types: module types to record; `None` asks `is_activation` when the fit starts, so
+            types added by `register_activation` count.
+        modules: record exactly these modules instead.
+        bins: histogram bins.
+        hist_max: upper edge of the histogram.
+        hist_images: histogram only the first this many images of a batch (`None`: all).
     """
 
     order = 10  # after initialisers such as LSUVCallback, which run forward passes of their own
@@ -57,7 +59,7 @@ class ActivationStats(Callback):
 
     @property
     def near_zero_cutoff(self) -> float:
-        """Upper edge of the lowest histogram bin: what :meth:`dead_fraction` calls near zero."""
+        """Upper edge of the lowest histogram bin: what `dead_fraction` calls near zero."""
         return self.hist_max / self.bins
 
     def _wanted(self, m: nn.Module) -> bool:
@@ -121,15 +123,15 @@ class ActivationStats(Callback):
         return f"histogram counts from the first {self.hist_images} of {self.max_batch} images per batch"
 
     def dead_fraction(self) -> torch.Tensor:
-        """Near-zero share per ``[layer, batch]``: the course's definition (lowest bin over all bins)."""
+        """Near-zero share per `[layer, batch]`: the course's definition (lowest bin over all bins)."""
         return self.hists[..., 0] / self.hists.sum(-1).clamp_min(1)
 
     def zero_fraction(self) -> torch.Tensor:
-        """Share of activations exactly 0 per ``[layer, batch]``, over whole batches."""
+        """Share of activations exactly 0 per `[layer, batch]`, over whole batches."""
         return self.zeros
 
     def summary(self, last: int = 10) -> list[dict]:
-        """Per layer: mean, std, near-zero and exact-zero shares averaged over the ``last`` recorded batches."""
+        """Per layer: mean, std, near-zero and exact-zero shares averaged over the `last` recorded batches."""
         near, zero = self.dead_fraction(), self.zero_fraction()
         return [dict(layer=name, mean=self.means[i, -last:].mean().item(), std=self.stds[i, -last:].mean().item(),
                      near_zero=near[i, -last:].mean().item(), zero=zero[i, -last:].mean().item())

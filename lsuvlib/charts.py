@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import matplotlib
@@ -302,4 +303,59 @@ def plot_input_moments(series: dict[str, tuple[list[float], list[float]]],
     ax_std.set(title="Std of a batch", xlabel="Training batch", ylabel="Std of pixel values")
     ax_std.legend()
     fig.suptitle(title)
+    return fig
+
+
+@_styled
+def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accuracy of every run, by chapter") -> Figure:
+    """Every run's final test accuracy across chapters: a group of rows per chapter, a row per configuration.
+
+    Each seed is a dot; a diverged run is a red cross at chance accuracy (the group's dotted line),
+    where it is counted. A source's single run is a diamond under the dots: filled when the chapter
+    ran the source's dataset, hollow where it ran a stand-in (context, not a target). `panels`
+    (`findings.accuracy_panels`): dicts with `title`, `chance` and `rows` of `label`, `accuracies`
+    (fractions, None for a diverged run) and `source` (`dict(value=, same_dataset=)` or None).
+    """
+    n_rows = sum(len(p["rows"]) + 1 for p in panels)  # a heading row above each chapter's rows
+    fig = Figure(figsize=(WIDTH, 1.6 + 0.24 * max(n_rows, 4)), layout="constrained")
+    ax = fig.subplots()
+    seen: dict[str, Any] = {}
+    ticks, labels, y = [], [], 0
+    for panel in panels:
+        ax.text(0.01, y, panel["title"], transform=ax.get_yaxis_transform(), va="center", weight="bold",
+                fontsize=9, in_layout=False)  # a heading may run past the axes; it must not shrink them
+        chance = panel["chance"] * 100
+        seen["chance"] = ax.vlines(chance, y + 0.5, y + len(panel["rows"]) + 0.5, color="0.5", lw=1, ls=":")
+        for row in panel["rows"]:
+            y += 1
+            ticks.append(y)
+            labels.append("\n".join(textwrap.wrap(str(row["label"]), 24)[:2]))
+            accs = row["accuracies"]
+            offsets = np.linspace(-0.22, 0.22, len(accs)) if len(accs) > 1 else [0.0]
+            done = [(a * 100, y + o) for a, o in zip(accs, offsets) if a is not None]
+            lost = [(chance, y + o) for a, o in zip(accs, offsets) if a is None]
+            if done:
+                seen["run"] = ax.scatter(*zip(*done), s=18, color="C0", alpha=0.75, zorder=3)
+            if lost:
+                seen["diverged"] = ax.scatter(*zip(*lost), s=36, marker="x", color="C3", zorder=4)
+            mark = row.get("source")
+            if mark:
+                key = "same" if mark["same_dataset"] else "other"
+                seen[key] = ax.scatter(mark["value"] * 100, y, s=60, marker="D", zorder=2, linewidths=1.2,
+                                       facecolors="k" if key == "same" else "none",
+                                       edgecolors="k" if key == "same" else "0.4")
+        y += 1
+        ax.axhline(y - 0.5, color="0.85", lw=0.8)
+    if not panels:
+        ax.text(0.5, 0.5, "No chapter of this build saved a trained run.", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_yticks(ticks, labels)
+    ax.set(xlim=(0, 100), ylim=(max(y, 4) - 0.5, -0.5), xlabel="Final test accuracy (%)", ylabel="Configuration",
+           title=title)
+    ax.grid(True, axis="x", color="0.9")
+    names = {"run": "one seed's run", "diverged": "diverged, at chance", "chance": "chance accuracy",
+             "same": "a source's run", "other": "a source's run, other dataset"}
+    if seen:  # under the axes, no wider than they are (a wider legend would shrink them)
+        ax.legend([seen[k] for k in names if k in seen], [names[k] for k in names if k in seen],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.6 / fig.get_figheight()), ncols=3)
     return fig

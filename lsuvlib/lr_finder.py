@@ -1,7 +1,7 @@
 """The learning-rate range test (Smith 2017): raise the rate every batch and watch the loss.
 
-The defaults are the blog's finder (the fastai course's ``LRFinderCB``, see
-``lsuvlib.sources.BLOG["lr_finder"]``): start at 1e-7, multiply the rate by 1.3 after every
+The defaults are the blog's finder (the fastai course's `LRFinderCB`, see
+`lsuvlib.sources.BLOG["lr_finder"]`): start at 1e-7, multiply the rate by 1.3 after every
 batch, plain SGD, raw (unsmoothed) losses, stop once a loss exceeds 3 times the lowest so
 far or is not finite, and at most one pass over the training batches.
 """
@@ -22,34 +22,56 @@ if TYPE_CHECKING:
 
 @dataclass
 class LRFindResult:
-    lrs: list[float]             # the rate each batch was trained with
-    losses: list[float]          # the curve the stop rule and the suggestion use: raw, or smoothed if smoothing > 0
-    suggestion: float            # rate at the lowest loss in ``losses`` / 10 (ours; the blog read its plot)
-    stopped: str = ""            # why the sweep ended before ``max_iters``, if it did
+    """What `lr_find` saw: the rate and loss of every batch, and a suggested rate.
+
+    Attributes:
+        lrs: the rate each batch was trained with.
+        losses: the curve the stop rule and the suggestion use: raw, or smoothed when `smoothing` > 0.
+        suggestion: the rate at the lowest of `losses`, divided by 10 (ours: the blog read its plot).
+        stopped: why the sweep ended before `max_iters`, if it did.
+        raw_losses: the losses as trained, before any smoothing.
+        smoothing: the smoothing factor used (0: `losses` are the raw losses).
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+    stopped: str = ""
     raw_losses: list[float] = field(default_factory=list)
-    smoothing: float = 0.0       # 0: ``losses`` are the raw losses
+    smoothing: float = 0.0
 
 
 def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_entropy, start: float = 1e-7,
             growth: float = 1.3, max_iters: int | None = None, stop_factor: float = 3.0, momentum: float = 0.0,
             smoothing: float = 0.0) -> LRFindResult:
-    """Train on one batch after another, the rate growing by ``growth`` per batch from ``start``.
+    r"""The learning-rate range test (Smith 2017): train one batch after another at a growing rate.
 
-    Batch ``i`` is trained at ``start * growth**i``. The sweep ends after ``max_iters``
-    batches (``None``: one pass over ``batches``, as the blog's one epoch; more than one
-    pass starts another), or early, after recording a loss that is not finite or exceeds
-    ``stop_factor`` times the lowest loss before it. ``smoothing`` > 0 replaces each loss by
-    its bias-corrected exponential moving average (``fastai``'s later finder does, with 0.98)
-    before the stop rule and the suggestion see it; the blog used the raw losses.
+    Batch $i$ is trained at $\text{start} \cdot \text{growth}^i$ with plain SGD. The sweep ends
+    after `max_iters` batches, or early, after a loss that is not finite or exceeds `stop_factor`
+    times the lowest loss before it. `smoothing` > 0 replaces each loss by its bias-corrected
+    exponential moving average (fastai's later finder uses 0.98) before the stop rule and the
+    suggestion see it; the blog used the raw losses.
 
-    What it leaves behind: it trains ``model`` itself, in place, with a fresh SGD optimiser
-    that is discarded; then, whatever happened (errors included), it loads back a copy of the
-    ``state_dict`` taken before the sweep (weights and buffers such as BatchNorm's running
-    statistics), each module's train/eval flag, and torch's global random state (dropout
-    draws). The loaders' shuffling generator is never advanced: the sweep iterates with a
-    fork of it, so it sees the batches a fit would see next and a following fit sees the
-    same order as without the sweep. (The blog's finder left its model trained; the blog
-    then built a fresh model.)
+    The model is trained in place and then restored, whatever happened (errors included): its
+    `state_dict` (weights and buffers such as BatchNorm's running statistics), each module's
+    train/eval flag and torch's global random state. The sweep iterates with a fork of the
+    loaders' shuffling generator, so it sees the batches a fit would see next and a following
+    fit sees the same order as without it. (The blog's finder left its model trained.)
+
+    Args:
+        model: the network; restored when the sweep ends.
+        batches: the training batches (`Batches`).
+        loss_func: the loss, `loss_func(model(x), y)`.
+        start: the first rate.
+        growth: the factor the rate grows by per batch, above 1.
+        max_iters: the most batches, at least 2; `None`: one pass over `batches` (the blog's one
+            epoch); more than one pass starts another.
+        stop_factor: stop once a loss exceeds this many times the lowest so far.
+        momentum: SGD momentum.
+        smoothing: 0 for raw losses, else the moving average's factor, below 1.
+
+    Returns:
+        An `LRFindResult`.
     """
     if not start > 0:
         raise ValueError(f"start must be a positive learning rate, got {start}")

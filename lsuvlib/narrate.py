@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .activations import activation_moments, through_activation
 from .experiment import over_seeds
+from .findings import final_accuracy
 from .models import get_model
 from .page import _signed, _span, markdown_table, share, what_it_does
 from .results import load_build, runs_from
@@ -47,9 +48,8 @@ def _field(run, name: str):
 
 
 def _final(run) -> float | None:
-    """The last epoch's test accuracy, None for a run that diverged."""
-    rows = [h for h in _field(run, "history") if h["phase"] == "eval"]
-    return None if _field(run, "stopped") or not rows else rows[-1]["accuracy"]
+    """`findings.final_accuracy` of a run or of its dict: None for a run that diverged."""
+    return final_accuracy(run if isinstance(run, Mapping) else run.to_dict())
 
 
 def _batches(ks: Sequence[int]) -> str:

@@ -119,11 +119,15 @@ def build(name: str, t: dict) -> Figure:
 
         return charts.plot_input_moments({"raw": batch_moments(t["dls"].train),
                                           "normalised": ([0.0, 0.1], [1.0, 0.9])})
+    if name == "final_accuracy_chart":  # more in tests/test_findings.py, with the panels read from a build
+        return charts.final_accuracy_chart([dict(title="Chapter 3: the baseline", chance=0.1, rows=[dict(
+            label="baseline", accuracies=[0.8, None, 0.85], source=dict(value=0.196, same_dataset=False))])])
     raise KeyError(name)
 
 
 CHARTS = ["plot_history", "color_dim", "dead_chart", "dead_chart_near", "plot_stats", "plot_lr_find",
-          "plot_layer_stds", "plot_seed_bands", "plot_activation_fn", "plot_input_moments", "lsuv_passes"]
+          "plot_layer_stds", "plot_seed_bands", "plot_activation_fn", "plot_input_moments", "lsuv_passes",
+          "final_accuracy_chart"]
 NOT_CHARTS = ["register_ipython_png"]
 
 
