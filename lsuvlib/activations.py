@@ -159,14 +159,16 @@ def through_activation(fn, mean: float = 0.0, std: float = 1.0) -> tuple[float, 
     """
     from scipy.stats import norm
 
-    if not std > 0:
-        raise ValueError(f"std must be > 0 (the input's standard deviation), got {std}")
-    dist = norm(mean, std)
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0 (the input's standard deviation), got {std}")
 
     def f(x: float) -> float:
         with torch.no_grad():
             return float(fn(torch.tensor([x], dtype=torch.float64)))
 
+    if std == 0:  # a constant input (a channel that is always the same)
+        return f(mean), 0.0
+    dist = norm(mean, std)
     m = float(dist.expect(f))
     return m, max(float(dist.expect(lambda x: f(x) ** 2)) - m * m, 0.0) ** 0.5
 

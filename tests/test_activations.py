@@ -26,8 +26,9 @@ def test_through_activation_matches_the_closed_forms():
 
 
 def test_through_activation_names_a_bad_std():
-    with pytest.raises(ValueError, match=r"std must be > 0 \(the input's standard deviation\), got 0"):
-        through_activation(nn.ReLU(), 0.0, 0)
+    with pytest.raises(ValueError, match=r"std must be >= 0 \(the input's standard deviation\), got -1"):
+        through_activation(nn.ReLU(), 0.0, -1)
+    assert through_activation(nn.ReLU(), -2.0, 0) == (0.0, 0.0), "a constant input gives a constant output"
 
 
 def test_activation_moments_reads_each_activation_as_in_training_and_leaves_the_model_as_it_was():

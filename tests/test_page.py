@@ -101,8 +101,8 @@ def test_model_table_lists_each_module_in_the_order_it_runs_with_its_output_and_
     running = model[0][1].running_mean.clone()
     lines = page.model_table(model, (1, 32, 32)).splitlines()
     assert lines[0] == "| layer | what it does | output | parameters |"
-    assert lines[2:5] == ["| conv 1 (8 ch) | convolution 1 → 8 channels, 5×5 kernel, stride 2, no bias | 8 × 16 × 16 "
-                          "| 200 |", "|  | BatchNorm over 8 channels | 8 × 16 × 16 | 16 |",
+    assert lines[2:5] == ["| conv 1 (8 ch) | convolution 1 → 8 channels, 5×5 kernel, stride 2, no bias | "
+                          "8 × 16 × 16 | 200 |", "|  | BatchNorm over 8 channels | 8 × 16 × 16 | 16 |",
                           "|  | GeneralRelu(leak=0.1, sub=0.4) | 8 × 16 × 16 |  |"]
     assert lines[-3:] == ["| conv 3 (10 ch) | convolution 16 → 10 channels, 3×3 kernel, stride 2 | 10 × 4 × 4 "
                           "| 1,450 |",
