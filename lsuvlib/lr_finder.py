@@ -20,14 +20,20 @@ if TYPE_CHECKING:
     from .batches import Batches
 
 
+# A loss less than this share below the first is batch-to-batch noise, not a fall: on a curve that
+# never moves (a network stuck at its start) batches of 1024 images differ by about 1%.
+FLAT = 0.05
+
+
 @dataclass
 class LRFindResult:
-    """What `lr_find` saw: the rate and loss of every batch, and a suggested rate.
+    """One sweep of `lr_find`: the rate and loss of each batch, the suggestion and why it ended.
 
     Attributes:
         lrs: the rate each batch was trained with.
         losses: the curve the stop rule and the suggestion use: raw, or smoothed when `smoothing` > 0.
-        suggestion: the rate at the lowest of `losses`, divided by 10 (ours: the blog read its plot).
+        suggestion: the rate at the lowest loss, divided by 10 (ours: the blog read its plot); `None`
+            on a curve that never falls.
         stopped: why the sweep ended before `max_iters`, if it did.
         raw_losses: the losses as trained, before any smoothing.
         smoothing: the smoothing factor used (0: `losses` are the raw losses).
@@ -35,10 +41,28 @@ class LRFindResult:
 
     lrs: list[float]
     losses: list[float]
-    suggestion: float
+    suggestion: float | None
     stopped: str = ""
     raw_losses: list[float] = field(default_factory=list)
     smoothing: float = 0.0
+
+    @property
+    def lowest(self) -> int | None:
+        """Index of the lowest finite loss, None when no loss is finite."""
+        finite = [i for i, loss in enumerate(self.losses) if math.isfinite(loss)]
+        return min(finite, key=self.losses.__getitem__) if finite else None
+
+    def falling_part(self) -> tuple[int, int] | None:
+        """Indices `(start, lowest)` of the stretch where the loss falls, None when the curve never falls.
+
+        The curve falls when its lowest loss is more than `FLAT` (5%) below the first loss. The
+        fall starts at the last batch before the lowest that is still within `FLAT` of the first.
+        """
+        low = self.lowest
+        if low is None or not 0 < self.losses[0] < math.inf or not self.losses[low] < (1 - FLAT) * self.losses[0]:
+            return None
+        near_start = [i for i in range(low) if self.losses[i] >= (1 - FLAT) * self.losses[0]]
+        return near_start[-1], low
 
 
 def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_entropy, start: float = 1e-7,
@@ -50,7 +74,8 @@ def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_en
     after `max_iters` batches, or early, after a loss that is not finite or exceeds `stop_factor`
     times the lowest loss before it. `smoothing` > 0 replaces each loss by its bias-corrected
     exponential moving average (fastai's later finder uses 0.98) before the stop rule and the
-    suggestion see it; the blog used the raw losses.
+    suggestion see it; the blog used the raw losses. The suggestion is a tenth of the rate at
+    the lowest loss, and `None` when the curve never falls (`LRFindResult.falling_part`).
 
     The model is trained in place and then restored, whatever happened (errors included): its
     `state_dict` (weights and buffers such as BatchNorm's running statistics), each module's
@@ -126,6 +151,7 @@ def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_en
         model.load_state_dict(saved)
         for m, training in modes.items():
             m.training = training
-    finite = [(l, r) for l, r in zip(losses, lrs) if math.isfinite(l)]
-    suggestion = min(finite)[1] / 10 if finite else start
-    return LRFindResult(lrs, losses, suggestion, stopped, raw, smoothing)
+    result = LRFindResult(lrs, losses, None, stopped, raw, smoothing)
+    if result.falling_part() is not None:  # a flat curve's lowest point is noise: it suggests nothing
+        result.suggestion = lrs[result.lowest] / 10
+    return result

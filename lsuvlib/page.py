@@ -106,15 +106,33 @@ def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
     return Table(markdown_table(rows) + note)
 
 
+# ----------------------------------------------------------------------------- numbers in prose
+# (task D, chapters 1-2)
+
+
+def sci(x: float, fmt: str = ".3g") -> str:
+    r"""`x` as prose writes it: with `fmt` (`0.406`), but as $1.5 \times 10^{-5}$ or $10^{-7}$ when it is
+    below 0.0001 or from 10 000 in size (never Python's `1e-07`), and with a true minus sign."""
+    if x != 0 and math.isfinite(x) and not 1e-4 <= abs(x) < 1e4:
+        e = math.floor(math.log10(abs(x)))
+        m = float(f"{abs(x) / 10 ** e:.2g}")
+        if m == 10:
+            m, e = 1.0, e + 1
+        mantissa = "" if m == 1 else f"{m:g} \\times "
+        return f"${'-' if x < 0 else ''}{mantissa}10^{{{e}}}$"
+    return f"{x:{fmt}}".replace("-", "−")
+
+
 # ----------------------------------------------------------------------------- the parameters table
 
 
 def show_setup(chapter: "Chapter") -> None:
-    """The chapter's parameters as a table, and what it ran on."""
+    """The chapter's parameters as a table, and what it ran on; a parameter left at `None` reads "not set"."""
     from .runtime import versions
 
     v = versions()
-    show_markdown(markdown_table([dict(parameter=k, value=repr(v)) for k, v in chapter.params.items()])
+    show_markdown(markdown_table([dict(parameter=k, value="not set" if v is None else repr(v))
+                                  for k, v in chapter.params.items()])
                   + f"\n\nRan on {chapter.device} with Python {v['python']}, torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
 
 

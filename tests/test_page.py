@@ -36,6 +36,12 @@ def test_show_setup_lists_every_parameter_and_what_ran_it(capsys):
     assert out.startswith("| parameter | value |") and "| epochs | 1 |" in out and "Ran on cpu with Python" in out
 
 
+def test_show_setup_writes_a_parameter_left_at_none_as_not_set(capsys):
+    page.show_setup(Chapter("02-x", dict(lr_find_iters=None, n_train=None, dataset="auto")))
+    out = capsys.readouterr().out
+    assert "| lr_find_iters | not set |" in out and "| n_train | not set |" in out and "None" not in out
+
+
 def test_warnings_become_one_sentence_without_paths(monkeypatch, capsys):
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
     page.setup()
@@ -79,6 +85,14 @@ def test_against_blog_counts_diverged_runs_at_chance_and_judges_only_on_the_blog
     record, cells = against_blog("batchnorm_kaiming", "BN", steady, fashion, lr=0.2)
     assert record["verdict"] == "other dataset: no verdict" and cells["lr"] == "0.2"
     assert "shown for context and judged against nothing" in blog_verdict_table([cells], fashion)
+
+
+def test_sci_writes_numbers_far_from_1_as_powers_of_ten_never_as_python_does():
+    assert page.sci(1e-7) == "$10^{-7}$" and page.sci(1.46e-5) == "$1.5 \\times 10^{-5}$"
+    assert page.sci(25_396.6) == "$2.5 \\times 10^{4}$" and page.sci(-3e-6) == "$-3 \\times 10^{-6}$"
+    assert page.sci(0.406) == "0.406" and page.sci(0.00085, ".2g") == "0.00085"
+    assert page.sci(-0.0129, ".4f") == "−0.0129" and page.sci(0.0) == "0"
+    assert "e-" not in page.sci(9.96e-5)
 
 
 # ----------------------------------------------------------------------------- a model, a share, an answer
