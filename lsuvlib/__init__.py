@@ -7,6 +7,7 @@ writes), `batches` (in-memory mini-batches), `learner` (the training loop), `hoo
 `lsuv_report` (what LSUV did to each module), `together` (seeds trained as one stacked model),
 `workers` (seeds in worker processes), `experiment` (seeded runs), `stats` (summaries over
 seeds), `results` (chapter results as data), `page` (what a chapter shows on its page),
+`narrate` (what the runs of chapters 3 to 5 show, as the pages state it),
 `depth` (chapter 8's deep networks), `sources` (the seed documents' numbers) and `runtime`
 (device, seeds, versions). The public names, `lsuvlib.__all__`, are importable from the
 package itself: `import lsuvlib as L; L.lsuv_init(...)`.
@@ -14,7 +15,7 @@ package itself: `import lsuvlib as L; L.lsuv_init(...)`.
 __version__ = "0.1.0"
 
 from . import charts  # noqa: F401  (chapters call L.charts.*)
-from . import page, results  # noqa: F401  (chapters call L.page.* and L.results.*)
+from . import narrate, page, results  # noqa: F401  (chapters call L.narrate.*, L.page.*, L.results.*)
 from .activations import ActivationStats
 from .batches import Batches, DataLoaders, batch_moments, dataloaders
 from .data import DataConfigError, DataError, DataWarning, ImageSet, best_available, load_images, prepare

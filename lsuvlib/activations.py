@@ -5,6 +5,7 @@ The charts of these statistics live in `lsuvlib.charts` (`color_dim`, `dead_char
 """
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -143,3 +144,55 @@ class ActivationStats(Callback):
                     near_zero_cutoff=self.near_zero_cutoff, hist_images=self.hist_images,
                     max_batch=self.max_batch)
 
+
+
+# ----------------------------------------------------------------------------- an activation's own scale
+
+
+def through_activation(fn, mean: float = 0.0, std: float = 1.0) -> tuple[float, float]:
+    r"""Mean and std of `fn(x)` for $x \sim \mathcal N(\mu, \sigma^2)$, $\mu$ = `mean`, $\sigma$ = `std`.
+
+    What an element-wise activation makes of a normal input, integrated numerically
+    (`scipy.stats.norm.expect`). For `GeneralRelu(leak=0.1, sub=0.4)` and a standard normal
+    input: mean $-0.041$, std $0.613$ (in closed form $0.9/\sqrt{2\pi} - 0.4$ and
+    $\sqrt{1.01/2 - 0.81/2\pi}$). `fn` takes and returns a tensor.
+    """
+    from scipy.stats import norm
+
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0 (the input's standard deviation), got {std}")
+
+    def f(x: float) -> float:
+        with torch.no_grad():
+            return float(fn(torch.tensor([x], dtype=torch.float64)))
+
+    if std == 0:  # a constant input (a channel that is always the same)
+        return f(mean), 0.0
+    dist = norm(mean, std)
+    m = float(dist.expect(f))
+    return m, max(float(dist.expect(lambda x: f(x) ** 2)) - m * m, 0.0) ** 0.5
+
+
+@torch.no_grad()
+def activation_moments(model: nn.Module, xb: torch.Tensor) -> list[dict]:
+    """Mean and std of what each activation module takes in and gives out, on one batch `xb`, as in training.
+
+    One row per activation call (`nonlinear.is_activation`), named as the book's charts name it
+    (`hooks.reader_names`): `layer`, `in_mean`, `in_std`, `out_mean`, `out_std`. The pass runs a
+    copy of the model in training mode, so BatchNorm normalises with the batch's own statistics as
+    it does in training, and the model's running statistics stay as they were.
+    """
+    model = copy.deepcopy(model).train()
+    names, rows = reader_names(model), []
+    mods = [m for m in model.modules() if nonlinear.is_activation(m)]
+    if not mods:
+        raise ValueError("the model has no activation module to measure (see lsuvlib.nonlinear.is_activation)")
+
+    def record(i, m, inputs, out):
+        a, b = inputs[0].float(), out.float()
+        rows.append(dict(layer=names[m], in_mean=a.mean().item(), in_std=a.std().item(),
+                         out_mean=b.mean().item(), out_std=b.std().item()))
+
+    with Hooks(mods, record):
+        model(xb)
+    return rows

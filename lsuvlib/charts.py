@@ -13,6 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
@@ -77,15 +78,25 @@ def _grid(n: int, width: float = WIDTH, row_height: float = 2.6, cols: int = 2) 
 
 
 @_styled
-def plot_history(history: list[dict], batch_losses: Sequence[float], title: str = "Training") -> Figure:
-    """Training loss per batch, and loss and accuracy per epoch for both splits."""
+def plot_history(history: list[dict], batch_losses: Sequence[float], title: str = "Training",
+                 n_classes: int | None = None) -> Figure:
+    r"""Training loss per batch, and accuracy per epoch for both splits.
+
+    With `n_classes` ($C$), a dotted line marks the chance-level loss $\ln C$ (every class equally
+    likely) and one marks chance accuracy $1/C$.
+    """
     fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     ax_batch, ax_acc = fig.subplots(1, 2)
-    ax_batch.plot(batch_losses, lw=1)
+    ax_batch.plot(batch_losses, lw=1, label="loss of each batch")
     ax_batch.set(title="Training loss per batch", xlabel="Batch", ylabel="Cross-entropy loss")
     for phase, style in (("train", "o-"), ("eval", "s--")):
         rows = [r for r in history if r["phase"] == phase]
-        ax_acc.plot([r["epoch"] + 1 for r in rows], [r["accuracy"] for r in rows], style, label=f"{phase} accuracy")
+        ax_acc.plot([r["epoch"] + 1 for r in rows], [r["accuracy"] for r in rows], style,
+                    label=f"{'test' if phase == 'eval' else phase} accuracy")
+    if n_classes:
+        ax_batch.axhline(math.log(n_classes), color="k", lw=0.8, ls=":", label=f"chance level, ln {n_classes}")
+        ax_acc.axhline(1 / n_classes, color="k", lw=0.8, ls=":", label="chance level")
+        ax_batch.legend()
     ax_acc.set(title="Accuracy per epoch", xlabel="Epoch", ylabel="Accuracy", ylim=(0, 1))
     ax_acc.xaxis.get_major_locator().set_params(integer=True)
     ax_acc.legend()
@@ -95,18 +106,20 @@ def plot_history(history: list[dict], batch_losses: Sequence[float], title: str 
 
 @_styled
 def color_dim(stats: ActivationStats, title: str = "Activation histograms") -> Figure:
-    """For each layer, how often each ``|activation|`` range occurs (colour, log scale) per batch.
+    """For each layer, how often each `|activation|` range occurs (colour, log scale) per batch.
 
-    When the histograms counted only the first ``hist_images`` images of each batch, the
-    figure title says so.
+    One colour scale for all panels, so layers compare by colour. When the histograms counted
+    only the first `hist_images` images of each batch, the figure title says so.
     """
     _require_stats(stats)
     fig, axes = _grid(len(stats.names))
-    for ax, name, hist in zip(axes, stats.names, stats.hists):
-        im = ax.imshow(np.log1p(hist.T.numpy()), origin="lower", aspect="auto", cmap="viridis",
-                       extent=(0, hist.shape[0], 0, stats.hist_max))
-        ax.set(title=f"Layer {name}", xlabel="Training batch", ylabel="|activation|")
-        fig.colorbar(im, ax=ax, label="log(1 + count)")
+    counts = [np.log1p(hist.T.numpy()) for hist in stats.hists]
+    top = max(float(c.max()) for c in counts) or 1.0
+    for ax, name, c in zip(axes, stats.names, counts):
+        im = ax.imshow(c, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=top,
+                       extent=(0, c.shape[1], 0, stats.hist_max))
+        ax.set(title=name, xlabel="Training batch", ylabel="|activation|")
+    fig.colorbar(im, ax=axes, label="log(1 + count)", shrink=0.9)
     fig.suptitle(_with_note(title, stats.hist_note()))
     return fig
 
@@ -136,15 +149,20 @@ def dead_chart(stats: ActivationStats, which: str = "zero", title: str | None = 
     fig, axes = _grid(len(stats.names))
     for ax, name, share in zip(axes, stats.names, shares):
         ax.plot(share.numpy(), lw=2, label=label)
-        ax.set(title=f"Layer {name}", xlabel="Training batch", ylabel=label, ylim=(0, 1))
-        ax.legend(loc="best", fontsize="small")
+        ax.set(title=name, xlabel="Training batch", ylabel=label, ylim=(0, 1))
+        ax.legend(loc="best")
     fig.suptitle(_with_note(title or default_title, note))
     return fig
 
 
 @_styled
-def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per layer") -> Figure:
-    """Mean (target 0) and std (target 1) of each layer's activations over training batches."""
+def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per layer",
+               log_std: bool = False) -> Figure:
+    """Mean (target 0) and std (target 1) of each layer's activations over training batches.
+
+    `log_std=True` draws the std on a log scale, where layers whose std differs by a factor
+    stay apart even when all are far below 1.
+    """
     _require_stats(stats)
     fig = Figure(figsize=(WIDTH, 3.6), layout="constrained")
     ax_mean, ax_std = fig.subplots(1, 2)
@@ -154,8 +172,13 @@ def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per
     ax_mean.axhline(0, color="k", lw=0.7, ls=":", label="target 0")
     ax_std.axhline(1, color="k", lw=0.7, ls=":", label="target 1")
     ax_mean.set(title="Mean", xlabel="Training batch", ylabel="Mean activation")
-    ax_std.set(title="Standard deviation", xlabel="Training batch", ylabel="Std of activation")
-    ax_std.legend(title="Layer", fontsize="small")
+    ax_std.set(title="Standard deviation", xlabel="Training batch",
+               ylabel="Std of activation" + (" (log scale)" if log_std else ""), yscale="log" if log_std else "linear")
+    if log_std:  # ticks read 0.05, 0.1, 0.2, ... rather than powers of ten
+        ax_std.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+        ax_std.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_std.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax_std.legend(title="Layer", loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the lines, never over them
     fig.suptitle(title)
     return fig
 
@@ -353,14 +376,15 @@ def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: st
 
 @_styled
 def plot_activation_fn(fn, start: float = -4.0, end: float = 4.0, title: str | None = None) -> Figure:
-    """The shape of an activation function, e.g. ``GeneralRelu(leak=0.1, sub=0.4)``."""
+    """The shape of an activation function, e.g. `GeneralRelu(leak=0.1, sub=0.4)`, beside a plain ReLU."""
     import torch
 
     x = torch.linspace(start, end, 200)
-    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.plot(x.numpy(), fn(x).detach().numpy(), label=repr(fn))
-    ax.legend(fontsize="small")
+    ax.plot(x.numpy(), torch.relu(x).numpy(), color="0.6", ls="--", label="ReLU, for comparison")
+    ax.plot(x.numpy(), fn(x).detach().numpy(), lw=2, label=title or repr(fn))
+    ax.legend()
     ax.axhline(0, color="k", lw=0.7)
     ax.axvline(0, color="k", lw=0.7)
     ax.grid(True, ls="--", alpha=0.5)

@@ -191,7 +191,7 @@ def test_color_dim_draws_the_hand_counted_histograms(trained):
         assert im.get_array().shape == want.shape == (40, 16)
         got = np.asarray(im.get_array(), dtype=float)
         assert np.allclose(got, want, atol=1e-6, rtol=0), np.abs(got - want).max()
-    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == len(LAYER_NAMES)
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1  # one colour scale for every layer
 
 
 def test_histogram_charts_say_they_count_part_of_each_batch(trained):
@@ -367,8 +367,32 @@ def test_plot_history_shows_both_phases(trained):
     assert fig._suptitle.get_text() == "Baseline run"
     batch_ax, acc_ax = panels(fig)
     assert len(batch_ax.lines[0].get_ydata()) == len(trained["learn"].batch_losses)
-    assert [line.get_label() for line in acc_ax.lines] == ["train accuracy", "eval accuracy"]
+    assert [line.get_label() for line in acc_ax.lines] == ["train accuracy", "test accuracy"]
     assert list(acc_ax.lines[0].get_xdata()) == [1, 2]  # epochs counted from 1
+
+
+def test_plot_history_marks_chance_level_when_told_the_number_of_classes(trained):
+    learn = trained["learn"]
+    batch_ax, acc_ax = panels(charts.plot_history(learn.history, learn.batch_losses, n_classes=4))
+    (chance_loss,) = [ln for ln in batch_ax.lines if ln.get_label() == "chance level, ln 4"]
+    assert chance_loss.get_ydata()[0] == pytest.approx(math.log(4))
+    (chance_acc,) = [ln for ln in acc_ax.lines if ln.get_label() == "chance level"]
+    assert chance_acc.get_ydata()[0] == 0.25
+
+
+def test_plot_stats_on_a_log_scale_keeps_small_stds_apart_with_plain_ticks(trained):
+    _, std_ax = panels(charts.plot_stats(trained["stats"], log_std=True))
+    assert std_ax.get_yscale() == "log" and std_ax.get_ylabel() == "Std of activation (log scale)"
+    fig = std_ax.figure
+    fig.savefig(io.BytesIO(), format="png")  # lay out, so the tick labels exist
+    assert all("10^" not in t.get_text() and "times" not in t.get_text() for t in std_ax.get_yticklabels())
+
+
+def test_plot_activation_fn_sets_the_function_beside_a_plain_relu():
+    (ax,) = panels(charts.plot_activation_fn(GeneralRelu(leak=0.1, sub=0.4), title="GeneralRelu(leak=0.1, sub=0.4)"))
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert labels == ["ReLU, for comparison", "GeneralRelu(leak=0.1, sub=0.4)"]
+    assert ax.lines[1].get_ydata()[0] == pytest.approx(-4 * 0.1 - 0.4)  # at x = -4
 
 
 def legend_labels(fig: Figure) -> list[str]:
