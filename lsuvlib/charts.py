@@ -2,8 +2,8 @@
 
 Figures are built without pyplot's global state, so nothing leaks between calls, and
 importing this module changes no global setting: the house style is applied per figure
-(:func:`matplotlib.rc_context` around each chart), and showing Figures in IPython is
-switched on by :func:`register_ipython_png` (``lsuvlib.page.setup()`` calls it).
+(`matplotlib.rc_context` around each chart), and showing Figures in IPython is
+switched on by `register_ipython_png` (`lsuvlib.page.setup()` calls it).
 """
 from __future__ import annotations
 
@@ -131,9 +131,9 @@ DEAD_KINDS = ("zero", "near")
 def dead_chart(stats: ActivationStats, which: str = "zero", title: str | None = None) -> Figure:
     """For each layer, the share of "dead" activations per training batch (0 = none, 1 = all).
 
-    ``which="zero"``: the share exactly 0, over whole batches (units a ReLU switched off).
-    ``which="near"``: the fastai course's definition, the lowest histogram bin
-    (``|a| < hist_max / bins``, 0.25 by default), which also counts small live outputs; the
+    `which="zero"`: the share exactly 0, over whole batches (units a ReLU switched off).
+    `which="near"`: the fastai course's definition, the lowest histogram bin
+    (`|a| < hist_max / bins`, 0.25 by default), which also counts small live outputs; the
     title says when those counts cover only part of each batch.
     """
     if which not in DEAD_KINDS:
@@ -360,7 +360,7 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
 def plot_seed_bands(curves: dict[str, dict], metric: str = "accuracy", title: str = "Test accuracy per epoch") -> Figure:
     """Mean over seeds with a 95% confidence band, one line per configuration.
 
-    ``curves[label]`` holds ``epoch``, ``mean``, ``ci_low``, ``ci_high`` lists (see ``stats.aggregate``).
+    `curves[label]` holds `epoch`, `mean`, `ci_low`, `ci_high` lists (see `stats.aggregate`).
     """
     fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     ax = fig.subplots()

@@ -1,7 +1,7 @@
 """What a chapter shows on its page: Markdown tables and notes, the parameters table, warnings as sentences.
 
-Chapters call :func:`setup` once in their setup cell; the rest are plain functions that
-return or display Markdown. Results I/O lives in :mod:`lsuvlib.results`.
+Chapters call `setup` once in their setup cell; the rest are plain functions that
+return or display Markdown. Results I/O lives in `lsuvlib.results`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _in_notebook() -> bool:
 
 
 def show_markdown(text: str) -> None:
-    """Display ``text`` as Markdown in a notebook (print it elsewhere)."""
+    """Display `text` as Markdown in a notebook (print it elsewhere)."""
     if _in_notebook():
         from IPython.display import Markdown, display
 
@@ -49,7 +49,7 @@ def _cell(value) -> str:
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
                    headers: Sequence[str] | None = None) -> Table:
-    """A Markdown table (a :class:`Table`); floats get 3 decimals, everything else ``str``."""
+    """A Markdown table (a `Table`); floats get 3 decimals, everything else `str`."""
     if not rows:
         return Table("_(no rows)_")
     columns = list(columns or rows[0].keys())

@@ -18,8 +18,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "_quarto.yml"
 RST = re.compile(r":(math|func|class|meth|mod|attr|data|exc|obj|ref):`|(?<!`)``(?!`)")
-# Modules other helpers are rewriting now; the lead sweeps their docstrings later. Remove each when done.
-NOT_YET_MARKDOWN = {"charts", "page"}
 
 
 def package():
@@ -60,8 +58,7 @@ def test_the_reference_lists_every_public_name_under_its_module():
 
 def test_every_public_name_has_a_docstring():
     pkg = package()
-    missing = [name for name in pkg.exports if not pkg[name].final_target.docstring
-               and pkg[name].final_target.module.name not in NOT_YET_MARKDOWN]
+    missing = [name for name in pkg.exports if not pkg[name].final_target.docstring]
     assert missing == [], f"public names without a docstring: {missing}"
 
 
@@ -69,7 +66,6 @@ def test_public_docstrings_parse_as_google_style_without_warnings(caplog):
     """What quartodoc shows: an `Args:` entry for a parameter the signature lacks, say, is a warning."""
     pkg = package()
     objects = [pkg[name].final_target for name in pkg.exports]
-    objects = [o for o in objects if o.module.name not in NOT_YET_MARKDOWN]
     with caplog.at_level(logging.WARNING, logger="griffe"):
         for obj in [*objects, *(m for o in objects for m in o.members.values() if not m.is_alias)]:
             if obj.docstring:
@@ -87,7 +83,7 @@ def docstrings(path: Path):
 
 def test_no_docstring_uses_restructuredtext():
     found = [f"{where}: {m.group()!r}" for path in sorted((ROOT / "lsuvlib").glob("*.py"))
-             if path.stem not in NOT_YET_MARKDOWN for where, text in docstrings(path) if (m := RST.search(text))]
+             for where, text in docstrings(path) if (m := RST.search(text))]
     assert found == [], "write Markdown (`code`, $maths$), not reStructuredText roles:\n" + "\n".join(found)
 
 
