@@ -421,7 +421,7 @@ def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accura
     (fractions, None for a diverged run) and `source` (`dict(value=, same_dataset=)` or None).
     """
     n_rows = sum(len(p["rows"]) + 1 for p in panels)  # a heading row above each chapter's rows
-    fig = Figure(figsize=(WIDTH, 1.6 + 0.24 * max(n_rows, 4)), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 1.8 + 0.34 * max(n_rows, 4)), layout="constrained")  # room for two-line labels
     ax = fig.subplots()
     seen: dict[str, Any] = {}
     ticks, labels, y = [], [], 0
@@ -433,7 +433,8 @@ def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accura
         for row in panel["rows"]:
             y += 1
             ticks.append(y)
-            labels.append("\n".join(textwrap.wrap(str(row["label"]), 24)[:2]))
+            lines = textwrap.wrap(str(row["label"]), 26)
+            labels.append("\n".join(lines[:2]) + ("…" if len(lines) > 2 else ""))
             accs = row["accuracies"]
             offsets = np.linspace(-0.22, 0.22, len(accs)) if len(accs) > 1 else [0.0]
             done = [(a * 100, y + o) for a, o in zip(accs, offsets) if a is not None]
@@ -453,7 +454,7 @@ def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accura
     if not panels:
         ax.text(0.5, 0.5, "No chapter of this build saved a trained run.", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set_yticks(ticks, labels)
+    ax.set_yticks(ticks, labels, fontsize=8.5)
     ax.set(xlim=(0, 100), ylim=(max(y, 4) - 0.5, -0.5), xlabel="Final test accuracy (%)", ylabel="Configuration",
            title=title)
     ax.grid(True, axis="x", color="0.9")
