@@ -1,10 +1,11 @@
 """Activation statistics recorded while training: per layer and per batch, mean, std, zero share and a histogram.
 
-The charts of these statistics live in :mod:`lsuvlib.charts` (``color_dim``, ``dead_chart``,
-``plot_stats``), which reads an :class:`ActivationStats`; this module draws nothing.
+The charts of these statistics live in `lsuvlib.charts` (`color_dim`, `dead_chart`,
+`plot_stats`), which reads an `ActivationStats`; this module draws nothing.
 """
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -19,26 +20,28 @@ if TYPE_CHECKING:
 
 
 class ActivationStats(Callback):
-    """Record the output of every activation module on each *training* batch.
+    r"""A callback that records the output $a$ of every activation module on each *training* batch.
 
-    Per layer and batch it keeps:
+    Per layer and batch it keeps, as `[layers, batches]` tensors once the fit ends:
+    `means` and `stds` of the whole batch's activations; `zeros`, the share exactly 0 (units
+    a ReLU switched off); and `hists` (`[layers, batches, bins]`), a histogram of $|a|$ in
+    `bins` equal bins over $[0, \text{hist\_max}]$ of the batch's first `hist_images` images
+    (`histc` is most of the cost). Values above `hist_max` fall outside every bin, as in
+    `torch.histc`. Everything stays on the device until the fit ends, then moves to the CPU
+    in one copy.
 
-    - ``means``, ``stds``: mean and std of the whole batch's activations;
-    - ``zeros``: the share of the whole batch's activations that are exactly 0 (units a
-      ReLU switched off);
-    - ``hists``: a histogram of ``|a|`` over ``bins`` equal bins in ``[0, hist_max]``, of the
-      first ``hist_images`` images of the batch (``None``: all), since ``histc`` is most of
-      the cost. Values above ``hist_max`` fall outside every bin, as in ``torch.histc``.
+    `dead_fraction` is the fastai course's "dead" share (its `get_min`): the share of
+    $|a| < \text{hist\_max} / \text{bins}$ (0.25 with the defaults) among the histogrammed
+    $|a| \le \text{hist\_max}$, so it counts small live outputs too; `zero_fraction` counts
+    only exact zeros.
 
-    :meth:`dead_fraction` is the fastai course's "dead" share (its ``get_min``): the lowest
-    bin's count over the histogram's total, i.e. the share of ``|a| < hist_max / bins``
-    (0.25 with the defaults) among the histogrammed ``|a| <= hist_max``. It counts small live
-    outputs too; :meth:`zero_fraction` counts only exact zeros.
-
-    ``types``: module types to record; ``None`` (the default) asks
-    :func:`lsuvlib.nonlinear.is_activation` when the fit starts, so types registered with
-    :func:`lsuvlib.nonlinear.register_activation` count. ``modules``: record exactly these.
-    Everything stays on the device until the fit ends, then moves to the CPU in one copy.
+    Args:
+        types: module types to record; `None` asks `is_activation` when the fit starts, so
+            types added by `register_activation` count.
+        modules: record exactly these modules instead.
+        bins: histogram bins.
+        hist_max: upper edge of the histogram.
+        hist_images: histogram only the first this many images of a batch (`None`: all).
     """
 
     order = 10  # after initialisers such as LSUVCallback, which run forward passes of their own
@@ -56,7 +59,7 @@ class ActivationStats(Callback):
 
     @property
     def near_zero_cutoff(self) -> float:
-        """Upper edge of the lowest histogram bin: what :meth:`dead_fraction` calls near zero."""
+        """Upper edge of the lowest histogram bin: what `dead_fraction` calls near zero."""
         return self.hist_max / self.bins
 
     def _wanted(self, m: nn.Module) -> bool:
@@ -120,15 +123,15 @@ class ActivationStats(Callback):
         return f"histogram counts from the first {self.hist_images} of {self.max_batch} images per batch"
 
     def dead_fraction(self) -> torch.Tensor:
-        """Near-zero share per ``[layer, batch]``: the course's definition (lowest bin over all bins)."""
+        """Near-zero share per `[layer, batch]`: the course's definition (lowest bin over all bins)."""
         return self.hists[..., 0] / self.hists.sum(-1).clamp_min(1)
 
     def zero_fraction(self) -> torch.Tensor:
-        """Share of activations exactly 0 per ``[layer, batch]``, over whole batches."""
+        """Share of activations exactly 0 per `[layer, batch]`, over whole batches."""
         return self.zeros
 
     def summary(self, last: int = 10) -> list[dict]:
-        """Per layer: mean, std, near-zero and exact-zero shares averaged over the ``last`` recorded batches."""
+        """Per layer: mean, std, near-zero and exact-zero shares averaged over the `last` recorded batches."""
         near, zero = self.dead_fraction(), self.zero_fraction()
         return [dict(layer=name, mean=self.means[i, -last:].mean().item(), std=self.stds[i, -last:].mean().item(),
                      near_zero=near[i, -last:].mean().item(), zero=zero[i, -last:].mean().item())
@@ -141,3 +144,55 @@ class ActivationStats(Callback):
                     near_zero_cutoff=self.near_zero_cutoff, hist_images=self.hist_images,
                     max_batch=self.max_batch)
 
+
+
+# ----------------------------------------------------------------------------- an activation's own scale
+
+
+def through_activation(fn, mean: float = 0.0, std: float = 1.0) -> tuple[float, float]:
+    r"""Mean and std of `fn(x)` for $x \sim \mathcal N(\mu, \sigma^2)$, $\mu$ = `mean`, $\sigma$ = `std`.
+
+    What an element-wise activation makes of a normal input, integrated numerically
+    (`scipy.stats.norm.expect`). For `GeneralRelu(leak=0.1, sub=0.4)` and a standard normal
+    input: mean $-0.041$, std $0.613$ (in closed form $0.9/\sqrt{2\pi} - 0.4$ and
+    $\sqrt{1.01/2 - 0.81/2\pi}$). `fn` takes and returns a tensor.
+    """
+    from scipy.stats import norm
+
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0 (the input's standard deviation), got {std}")
+
+    def f(x: float) -> float:
+        with torch.no_grad():
+            return float(fn(torch.tensor([x], dtype=torch.float64)))
+
+    if std == 0:  # a constant input (a channel that is always the same)
+        return f(mean), 0.0
+    dist = norm(mean, std)
+    m = float(dist.expect(f))
+    return m, max(float(dist.expect(lambda x: f(x) ** 2)) - m * m, 0.0) ** 0.5
+
+
+@torch.no_grad()
+def activation_moments(model: nn.Module, xb: torch.Tensor) -> list[dict]:
+    """Mean and std of what each activation module takes in and gives out, on one batch `xb`, as in training.
+
+    One row per activation call (`nonlinear.is_activation`), named as the book's charts name it
+    (`hooks.reader_names`): `layer`, `in_mean`, `in_std`, `out_mean`, `out_std`. The pass runs a
+    copy of the model in training mode, so BatchNorm normalises with the batch's own statistics as
+    it does in training, and the model's running statistics stay as they were.
+    """
+    model = copy.deepcopy(model).train()
+    names, rows = reader_names(model), []
+    mods = [m for m in model.modules() if nonlinear.is_activation(m)]
+    if not mods:
+        raise ValueError("the model has no activation module to measure (see lsuvlib.nonlinear.is_activation)")
+
+    def record(i, m, inputs, out):
+        a, b = inputs[0].float(), out.float()
+        rows.append(dict(layer=names[m], in_mean=a.mean().item(), in_std=a.std().item(),
+                         out_mean=b.mean().item(), out_std=b.std().item()))
+
+    with Hooks(mods, record):
+        model(xb)
+    return rows

@@ -18,10 +18,20 @@ if TYPE_CHECKING:
 
 
 class Batches:
-    """Iterate over `(x, y)` batches of `x_u8` scaled to `((x / 255) - mean) / std`.
+    r"""`(x, y)` mini-batches of uint8 images held on the device, each pixel scaled to $(x/255 - \text{mean}) / \text{std}$.
 
-    With `shuffle=True` each pass draws a fresh permutation from a generator seeded
-    with `seed`, so the sequence of epochs is the same on every run.
+    With `shuffle=True` each pass draws a fresh permutation from a generator seeded with
+    `seed`, so the sequence of epochs is the same on every run. `len()` is the number of batches.
+
+    Args:
+        x_u8: images, `uint8` of shape `(N, C, H, W)`.
+        y: labels, shape `(N,)`.
+        batch_size: images per batch (the last batch may be smaller).
+        shuffle: a new order every pass, else the stored order.
+        seed: seeds the shuffling generator.
+        mean: subtracted from the scaled pixels.
+        std: what the centred pixels are divided by, positive.
+        device: where the tensors live: `"auto"` (CUDA when there is one), `"cpu"`, `"cuda"`.
     """
 
     def __init__(self, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
@@ -76,16 +86,23 @@ class Batches:
 
 @dataclass
 class DataLoaders:
+    """The training batches and the test (`valid`) batches of one dataset, as `Learner` takes them."""
+
     train: Batches
     valid: Batches
 
 
 def dataloaders(ds: ImageSet, batch_size: int, *, normalise: bool = False, seed: int = 0,
                 device: str | torch.device | None = "auto") -> DataLoaders:
-    """Shuffled training batches and ordered test batches for `ds`.
+    """Shuffled training batches and ordered test batches (twice the size) of `ds`.
 
-    `normalise=True` standardises with the training split's own mean and std;
-    otherwise pixels are only scaled to [0, 1], as the blog's baseline did.
+    Args:
+        ds: the dataset (`ImageSet`).
+        batch_size: training images per batch.
+        normalise: standardise with the training split's own mean and std; otherwise pixels are
+            only scaled to $[0, 1]$, as the blog's baseline did.
+        seed: seeds the training shuffle.
+        device: as in `Batches`.
     """
     mean, std = ds.stats() if normalise else (0.0, 1.0)
     kw = dict(mean=mean, std=std, device=device)

@@ -54,11 +54,12 @@ MIN_PER_CLASS = 5  # a split with fewer images per class than this gives accurac
 
 
 class DataError(RuntimeError):
-    """A dataset could not be found, verified or parsed.
+    """A dataset could not be found, verified or parsed; the message lists every place looked and why.
 
-    `brief` says the problem without machine paths (for a page); `missing` is true
-    when no copy was found at all (as opposed to a copy that failed its checks);
-    `failures` holds the full message of each copy that was found but failed.
+    Attributes:
+        brief: the problem without machine paths, for a page.
+        missing: true when no copy was found at all (not a copy that failed its checks).
+        failures: the full message of each copy that was found but failed.
     """
 
     def __init__(self, message: str, *, brief: str | None = None, missing: bool = False,
@@ -70,7 +71,7 @@ class DataError(RuntimeError):
 
 
 class DataConfigError(DataError):
-    """An environment variable (`LSUV_CACHE_DIR`) points somewhere that cannot be used."""
+    """`$LSUV_CACHE_DIR` points somewhere that cannot be a folder; the message says how to fix it."""
 
 
 class DataWarning(UserWarning):
@@ -138,13 +139,19 @@ def _images(n: int, split: str = "") -> str:
 
 @dataclass
 class ImageSet:
-    """Train and test images as `uint8 [N, 1, H, W]` with `int64` labels.
+    """A dataset's training and test images as `uint8` tensors of shape `(N, 1, H, W)`, with `int64` labels.
 
-    `source` is where the data came from on this machine (a full path, for results
-    files); `origin` is the same without paths (for pages), e.g. "local mirror in
-    LSUV_DATA_DIR, MD5-checked" or "cache of Debian package dataset-fashion-mnist,
-    MD5-checked". `notes` are sentences a page should show (padding, subsets, and
-    any fallback to another dataset).
+    Attributes:
+        name: `"mnist"`, `"fashion_mnist"` or `"svhn"`.
+        x_train: training images.
+        y_train: training labels, shape `(N,)`.
+        x_test: test images.
+        y_test: test labels.
+        classes: the class names, in label order.
+        source: where the data came from on this machine (a full path, for results files).
+        notes: sentences a page should show: padding, subsets, a fallback to another dataset.
+        origin: `source` without paths, for pages, e.g. "cache of Debian package
+            dataset-fashion-mnist, MD5-checked".
     """
 
     name: str
@@ -647,13 +654,18 @@ def _not_loaded(spec: DatasetSpec, places: list[_Copy], broken: list[tuple[_Copy
 
 
 def load_images(name: str, *, verify: bool = True, cache: bool = True, hub: bool = True) -> ImageSet:
-    """Load a dataset by name (`mnist`, `fashion_mnist` or `svhn`) as an `ImageSet`.
+    """Load a dataset by name as an `ImageSet`, from the first source that works.
 
-    SVHN is converted to grayscale with PIL's luma formula, as the blog did. `verify`
-    checks canonical files against their known MD5; `cache` reads and writes the
-    converted tensors under `cache_dir`; `hub=False` never touches the network.
-    A copy that fails its checks is reported (`DataWarning`) and the next source
-    tried; if none works, the `DataError` lists every place looked and why.
+    The sources, in order: each folder of `$LSUV_DATA_DIR`, the project's `data/`, system
+    folders, the Hugging Face Hub. SVHN is converted to grayscale with PIL's luma formula,
+    as the blog did. A copy that fails its checks is reported (`DataWarning`) and the next
+    source tried; if none works, a `DataError` lists every place looked and why.
+
+    Args:
+        name: `"mnist"`, `"fashion_mnist"` or `"svhn"`.
+        verify: check canonical files against their known MD5.
+        cache: read and write the converted tensors under `$LSUV_CACHE_DIR`.
+        hub: allow the Hugging Face Hub (never when `$HF_HUB_OFFLINE` is set).
     """
     spec = _spec(name)
     _warn_data_dir()
@@ -666,7 +678,7 @@ def available(name: str) -> bool:
 
 
 def best_available(preferred: tuple[str, ...] = AUTO_ORDER) -> str:
-    """The first dataset in `preferred` that is on this machine (the book's stand-in rule)."""
+    """The first dataset in `preferred` that is on this machine without the network, else the first named."""
     for name in preferred:
         if available(name):
             return name
@@ -724,13 +736,19 @@ def _load_first(names: tuple[str, ...]) -> ImageSet:
 
 def prepare(dataset: str = "auto", size: int | None = 32, n_train: int | None = None,
             n_test: int | None = None) -> ImageSet:
-    """Load a dataset for a chapter, then pad and subset it.
+    """A chapter's dataset: loaded (`load_images`), padded and cut to size.
 
-    `"auto"` takes the first of SVHN, Fashion-MNIST and MNIST that can be loaded,
-    locally or from the Hub; a dataset passed over is named in `notes` (and, when its
-    copies were broken rather than absent, in a warning). The blog's CNN expects 32x32
-    inputs (SVHN's size), so 28x28 images are padded to it. A split with fewer than
-    `MIN_PER_CLASS` images per class is a `DataWarning`: its accuracies mean nothing.
+    A split with fewer than `MIN_PER_CLASS` (5) images per class is a `DataWarning`: its
+    accuracies mean nothing.
+
+    Args:
+        dataset: a name as in `load_images`, or `"auto"`: the first of SVHN, Fashion-MNIST and
+            MNIST that loads (the book's stand-in rule); a dataset passed over is named in
+            `notes`, and in a warning when its copies were broken rather than absent.
+        size: pad the images to `size` x `size` (the blog's CNN expects SVHN's 32x32);
+            `None`: as they are.
+        n_train: keep the first this many training images (`None`: all).
+        n_test: keep the first this many test images (`None`: all).
     """
     ds = _load_first(AUTO_ORDER) if dataset == "auto" else load_images(dataset)
     if size is not None:

@@ -13,7 +13,9 @@ from torch import nn
 from .activations import ActivationStats
 from .batches import dataloaders
 from .learner import EpochLR, Learner, final, warn_stopped
-from .lsuv import LSUVCallback, LSUVReport, measure_activations
+from .lsuv import LSUVCallback
+from .lsuv_report import LSUVReport
+from .probe import measure_activations
 from .runtime import bars_shown, check_positive, default_device, progress_line, set_seed
 from .stats import summarise
 from .workers import imap, plan
@@ -28,7 +30,20 @@ AUTO_TOGETHER_ON = ("cuda",)
 
 @dataclass
 class Run:
-    """Everything one seeded run produced; `to_dict` keeps the plain-data part."""
+    """Everything one seeded run produced, as `train` returns it.
+
+    Attributes:
+        seed: the seed of its weights and batch order.
+        history: `Learner.history`: one dict per epoch and phase.
+        batch_losses: the training loss of every batch.
+        seconds: training time.
+        stopped: why the run stopped early (it diverged), else `None`.
+        stats: the `ActivationStats` recorded, if asked for.
+        lsuv_report: what LSUV did (`LSUVReport`), if it ran.
+        after_training: mean and std at every activation after training, one dict per layer.
+        model: the trained network.
+        threads: torch's intra-op threads while training (float rounding depends on them).
+    """
 
     seed: int
     history: list[dict]
@@ -47,6 +62,7 @@ class Run:
         return self.stopped is not None
 
     def to_dict(self) -> dict:
+        """The plain-data part, for a results file: no model, no tensors."""
         return dict(seed=self.seed, history=self.history, seconds=self.seconds, threads=self.threads,
                     stopped=self.stopped,
                     lsuv_report=self.lsuv_report.to_records() if self.lsuv_report is not None else None,
@@ -57,13 +73,29 @@ def train(make_model: Callable[[], nn.Module], ds: "ImageSet", *, seed: int, epo
           batch_size: int, momentum: float = 0.0, normalise: bool = False, lsuv: str | dict | None = None,
           lrs: Sequence[float] | None = None, record_stats: bool = False, device: str = "auto",
           progress: bool = True) -> Run:
-    """Seed everything, build the model, optionally LSUV-initialise it, and train.
+    """One seeded run: seed everything, build the model, optionally LSUV-initialise it, and train.
 
-    `seed` fixes both the initial weights and the order of training batches, so two
-    calls with the same arguments give identical histories on the CPU. `lsuv` is a
-    variant name or a dict of `lsuv_init` arguments (with `variant`); `lrs`
-    gives a learning rate per epoch instead of the constant `lr`. A run that diverges
-    stops early and is still returned: `Run.stopped` says why.
+    `seed` fixes both the initial weights and the order of the training batches, so two calls
+    with the same arguments give identical histories on the CPU. A run that diverges stops
+    early and is still returned: `Run.stopped` says why.
+
+    Args:
+        make_model: builds the untrained network, e.g. `lambda: get_model(norm=nn.BatchNorm2d)`.
+        ds: the dataset (`ImageSet`).
+        seed: a whole number.
+        epochs: passes over the training data.
+        lr: the learning rate.
+        batch_size: training images per batch.
+        momentum: SGD momentum.
+        normalise: standardise the inputs (see `dataloaders`).
+        lsuv: a variant name (one of `VARIANTS`) or a dict of `lsuv_init` arguments; `None`: no LSUV.
+        lrs: a learning rate per epoch instead of the constant `lr`.
+        record_stats: record `ActivationStats` while training.
+        device: `"auto"`, `"cpu"` or `"cuda"`.
+        progress: draw progress bars.
+
+    Returns:
+        A `Run`.
     """
     _check_numbers(epochs=epochs, lr=lr, batch_size=batch_size)
     model, dls = _model_and_data(make_model, ds, seed, batch_size=batch_size, normalise=normalise, device=device)
@@ -125,23 +157,27 @@ def _use_together(together: bool | str, n: int, device: str) -> bool:
 
 def over_seeds(seeds: Sequence[int], *, together: bool | str = "auto", workers: int | str = "auto",
                record_stats: bool = False, group_size: int = 10, label: str = "", **kwargs) -> list[Run]:
-    """The same run once per seed: `kwargs` are `train`'s (`make_model`, `ds`, `epochs`...).
+    """The same `train` run once per seed, the runs returned in seed order.
 
-    `together=True` trains the seeds as one stacked model (`lsuvlib.together`), in
-    groups of at most `group_size` (bounds memory); each seed keeps its own initial
-    weights, LSUV, batch order and momentum, so its run equals the one-at-a-time run to
-    float rounding. `together=False` is the one-at-a-time reference path; `"auto"`
-    (default) stacks on CUDA only, where it pays (`AUTO_TOGETHER_ON`).
+    Each seed's run is the run `train` gives for it, wherever it trains: stacked with the
+    others (`lsuvlib.together`: each copy keeps its own weights, LSUV, batch order and momentum,
+    equal to float rounding), one after another in this process, or in forked one-thread worker
+    processes (`lsuvlib.workers`, Linux CPU only; on the 2-core CPU measured they did not make
+    the book's build faster). Only the first seed records activation statistics (for charts).
+    Progress ("k/N runs done, about M min left") goes to `progress_line`. The other keyword
+    arguments are `train`'s (`make_model`, `ds`, `epochs`, `lr`, ...).
 
-    When the seeds are not stacked, `workers` decides where they train: `1` one after
-    another in this process (the reference path), `N > 1` in N forked one-thread worker
-    processes (`lsuvlib.workers`, Linux CPU only), `"auto"` (default) takes N from
-    `$LSUV_WORKERS` and is 1 without it: on the 2-core CPU measured, workers did not make
-    the book's build faster. Each run is `train` either way, so a seed's run in a
-    worker equals the same run in this process at the same thread count, and the runs come
-    back in seed order. benchmarks/seeds_speed.py measures all three paths.
-    Only the first seed records activation statistics (for charts). Progress ("k/N runs
-    done, about M min left") goes to `runtime.progress_line`.
+    Args:
+        seeds: whole numbers, e.g. `seeds_from(0, 5)`.
+        together: train the seeds as one stacked model; `"auto"`: on CUDA only, where it pays.
+        workers: when not stacked, the worker processes: 1 trains in this process; `"auto"`
+            reads `$LSUV_WORKERS` and is 1 without it.
+        record_stats: record `ActivationStats` for the first seed.
+        group_size: the most seeds stacked at once (bounds memory).
+        label: names the runs in progress lines.
+
+    Returns:
+        A `Run` per seed.
     """
     given = seeds
     seeds = list(seeds) if isinstance(seeds, Iterable) and not isinstance(seeds, (str, bytes)) else []
@@ -242,14 +278,17 @@ def _train_together(seeds: Sequence[int], *, make_model, ds, epochs, lr, batch_s
 
 
 def seeds_from(base: int, n: int) -> list[int]:
-    """`n` consecutive seeds starting at `base`: the book's convention for multi-seed runs."""
+    """`n` consecutive seeds from `base`, `[base, ..., base + n - 1]`: the book's convention for multi-seed runs."""
     check_positive("n_seeds", n, whole=True)
     return list(range(base, base + n))
 
 
 def summarise_final(runs: Sequence[Run], chance: float, phase: str = "eval", metric: str = "accuracy") -> dict:
-    """`stats.summarise` of the last epoch's `metric` over every run, a diverged run counted at
-    `chance` (1 / number of classes), so a mean over N seeds is over N seeds and says how many diverged."""
+    """`summarise` of the last epoch's `metric` over every run, a diverged run counted at `chance`.
+
+    With `chance` = 1 / the number of classes, a mean over N seeds is over N seeds and says how
+    many diverged. `phase` and `metric` are as in `final`.
+    """
     return summarise([None if run.stopped else final(run.history, phase, metric) for run in runs], chance=chance)
 
 

@@ -7,10 +7,10 @@ from torch import nn
 
 
 class Hooks(list):
-    """Register ``fn(index, module, inputs, output)`` as a forward hook on each module.
+    """Register `fn(index, module, inputs, output)` as a forward hook on each of `modules`.
 
-    Use it as a context manager (``with Hooks(mods, fn): ...``) so the hooks are
-    removed however the block ends, exceptions included.
+    Use it as a context manager, `with Hooks(modules, fn): ...`, so the hooks are removed
+    however the block ends, exceptions included; `remove()` removes them by hand.
     """
 
     def __init__(self, modules: Iterable[nn.Module], fn: Callable):
@@ -23,6 +23,7 @@ class Hooks(list):
             raise
 
     def remove(self) -> None:
+        """Remove every hook this list still holds."""
         while self:
             self.pop().remove()
 
@@ -34,7 +35,7 @@ class Hooks(list):
 
 
 def hook_count(model: nn.Module) -> int:
-    """Forward hooks currently registered anywhere in ``model`` (0 after clean-up)."""
+    """Forward hooks (and pre-hooks) registered anywhere in `model` now: 0 once every `Hooks` is removed."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 

@@ -74,7 +74,13 @@ def warn_stopped(reason: str, who: str = "") -> None:
 
 
 class Callback:
-    """Override any of the moments below; each receives the `Learner`."""
+    """A hook into `Learner.fit`: override any of its moments, each called with the `Learner`.
+
+    The moments, in the order they run: `before_fit`, then per epoch `before_epoch`,
+    `before_batch` and `after_batch` around every training and test batch (`learn.training`
+    says which), `after_epoch`; and `after_fit`, which runs even when the fit fails. Callbacks
+    run in increasing `order` (0 here).
+    """
 
     order = 0
 
@@ -87,7 +93,7 @@ class Callback:
 
 
 class EpochLR(Callback):
-    """Use `lrs[epoch]` as the learning rate of each epoch (the notebook's schedule)."""
+    """A callback that sets the learning rate of epoch $e$ to `lrs[e]` (the seed notebook's schedule)."""
 
     def __init__(self, lrs: Sequence[float]):
         self.lrs = list(lrs)
@@ -102,16 +108,26 @@ class EpochLR(Callback):
 
 
 class Learner:
-    """Train `model` on `dls` with SGD.
+    r"""Train `model` on `dls` with SGD: per epoch a training pass, then a test pass.
 
-    `momentum=0` is the blog's plain `Learner`; `momentum=0.85` is its
-    `MomentumLearner`, whose "multiply old gradients by 0.85 instead of zeroing them"
-    is exactly `torch.optim.SGD(momentum=0.85)`.
+    `momentum=0` is the blog's plain `Learner`; `momentum=0.85` is its `MomentumLearner`,
+    whose "multiply old gradients by 0.85 instead of zeroing them" is exactly
+    `torch.optim.SGD(momentum=0.85)`.
 
-    After `fit`, `history` holds one row per epoch and phase
-    (`epoch, phase, loss, accuracy, seconds`) and `batch_losses` the training loss of
-    every batch. `stopped` says why the run stopped early (see "Divergence" in this
-    module), else is `None`; `diverged` is True when it did.
+    After `fit`, `history` holds one dict per epoch and phase (`epoch`, `phase`, `loss`,
+    `accuracy`, `seconds`) and `batch_losses` the training loss of every batch. A run
+    diverges when a pass's mean loss is NaN, infinite or above $10 \cdot \max(\ell_1, \ln C)$,
+    with $\ell_1$ the first batch's loss and $C$ the number of classes; it then stops,
+    `stopped` says why in a few words and `diverged` is true.
+
+    Args:
+        model: the network, moved to the batches' device.
+        dls: the training and test batches (`DataLoaders`).
+        loss_func: the loss, `loss_func(model(x), y)`.
+        lr: the learning rate, positive.
+        momentum: SGD momentum.
+        cbs: callbacks (`Callback`).
+        progress: draw progress bars (never inside a book build).
     """
 
     def __init__(self, model: nn.Module, dls: DataLoaders, loss_func: Callable = F.cross_entropy,
@@ -128,6 +144,7 @@ class Learner:
 
     @property
     def diverged(self) -> bool:
+        """True when the run stopped early because its loss diverged."""
         return self.stopped is not None
 
     def _call(self, moment: str) -> None:
@@ -135,6 +152,7 @@ class Learner:
             getattr(cb, moment)(self)
 
     def fit(self, n_epochs: int) -> "Learner":
+        """Train for `n_epochs` epochs, or until the run diverges; returns the learner."""
         check_positive("n_epochs", n_epochs, whole=True)
         self.n_epochs = n_epochs
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
@@ -218,7 +236,7 @@ class Learner:
 
 
 def final(history: list[dict], phase: str = "eval", metric: str = "accuracy") -> float:
-    """The last epoch's `metric` in `phase` from a learner's history."""
+    """The last epoch's `metric` (`"accuracy"` or `"loss"`) in `phase` (`"eval"` or `"train"`) of a `Learner.history`."""
     rows = [r for r in history if r["phase"] == phase]
     if not rows:
         raise ValueError(f"history has no {phase!r} rows")

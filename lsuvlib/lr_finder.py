@@ -1,7 +1,7 @@
 """The learning-rate range test (Smith 2017): raise the rate every batch and watch the loss.
 
-The defaults are the blog's finder (the fastai course's ``LRFinderCB``, see
-``lsuvlib.sources.BLOG["lr_finder"]``): start at 1e-7, multiply the rate by 1.3 after every
+The defaults are the blog's finder (the fastai course's `LRFinderCB`, see
+`lsuvlib.sources.BLOG["lr_finder"]`): start at 1e-7, multiply the rate by 1.3 after every
 batch, plain SGD, raw (unsmoothed) losses, stop once a loss exceeds 3 times the lowest so
 far or is not finite, and at most one pass over the training batches.
 """
@@ -20,36 +20,83 @@ if TYPE_CHECKING:
     from .batches import Batches
 
 
+# A loss less than this share below the first is batch-to-batch noise, not a fall: on a curve that
+# never moves (a network stuck at its start) batches of 1024 images differ by about 1%.
+FLAT = 0.05
+
+
 @dataclass
 class LRFindResult:
-    lrs: list[float]             # the rate each batch was trained with
-    losses: list[float]          # the curve the stop rule and the suggestion use: raw, or smoothed if smoothing > 0
-    suggestion: float            # rate at the lowest loss in ``losses`` / 10 (ours; the blog read its plot)
-    stopped: str = ""            # why the sweep ended before ``max_iters``, if it did
+    """One sweep of `lr_find`: the rate and loss of each batch, the suggestion and why it ended.
+
+    Attributes:
+        lrs: the rate each batch was trained with.
+        losses: the curve the stop rule and the suggestion use: raw, or smoothed when `smoothing` > 0.
+        suggestion: the rate at the lowest loss, divided by 10 (ours: the blog read its plot); `None`
+            on a curve that never falls.
+        stopped: why the sweep ended before `max_iters`, if it did.
+        raw_losses: the losses as trained, before any smoothing.
+        smoothing: the smoothing factor used (0: `losses` are the raw losses).
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float | None
+    stopped: str = ""
     raw_losses: list[float] = field(default_factory=list)
-    smoothing: float = 0.0       # 0: ``losses`` are the raw losses
+    smoothing: float = 0.0
+
+    @property
+    def lowest(self) -> int | None:
+        """Index of the lowest finite loss, None when no loss is finite."""
+        finite = [i for i, loss in enumerate(self.losses) if math.isfinite(loss)]
+        return min(finite, key=self.losses.__getitem__) if finite else None
+
+    def falling_part(self) -> tuple[int, int] | None:
+        """Indices `(start, lowest)` of the stretch where the loss falls, None when the curve never falls.
+
+        The curve falls when its lowest loss is more than `FLAT` (5%) below the first loss. The
+        fall starts at the last batch before the lowest that is still within `FLAT` of the first.
+        """
+        low = self.lowest
+        if low is None or not 0 < self.losses[0] < math.inf or not self.losses[low] < (1 - FLAT) * self.losses[0]:
+            return None
+        near_start = [i for i in range(low) if self.losses[i] >= (1 - FLAT) * self.losses[0]]
+        return near_start[-1], low
 
 
 def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_entropy, start: float = 1e-7,
             growth: float = 1.3, max_iters: int | None = None, stop_factor: float = 3.0, momentum: float = 0.0,
             smoothing: float = 0.0) -> LRFindResult:
-    """Train on one batch after another, the rate growing by ``growth`` per batch from ``start``.
+    r"""The learning-rate range test (Smith 2017): train one batch after another at a growing rate.
 
-    Batch ``i`` is trained at ``start * growth**i``. The sweep ends after ``max_iters``
-    batches (``None``: one pass over ``batches``, as the blog's one epoch; more than one
-    pass starts another), or early, after recording a loss that is not finite or exceeds
-    ``stop_factor`` times the lowest loss before it. ``smoothing`` > 0 replaces each loss by
-    its bias-corrected exponential moving average (``fastai``'s later finder does, with 0.98)
-    before the stop rule and the suggestion see it; the blog used the raw losses.
+    Batch $i$ is trained at $\text{start} \cdot \text{growth}^i$ with plain SGD. The sweep ends
+    after `max_iters` batches, or early, after a loss that is not finite or exceeds `stop_factor`
+    times the lowest loss before it. `smoothing` > 0 replaces each loss by its bias-corrected
+    exponential moving average (fastai's later finder uses 0.98) before the stop rule and the
+    suggestion see it; the blog used the raw losses. The suggestion is a tenth of the rate at
+    the lowest loss, and `None` when the curve never falls (`LRFindResult.falling_part`).
 
-    What it leaves behind: it trains ``model`` itself, in place, with a fresh SGD optimiser
-    that is discarded; then, whatever happened (errors included), it loads back a copy of the
-    ``state_dict`` taken before the sweep (weights and buffers such as BatchNorm's running
-    statistics), each module's train/eval flag, and torch's global random state (dropout
-    draws). The loaders' shuffling generator is never advanced: the sweep iterates with a
-    fork of it, so it sees the batches a fit would see next and a following fit sees the
-    same order as without the sweep. (The blog's finder left its model trained; the blog
-    then built a fresh model.)
+    The model is trained in place and then restored, whatever happened (errors included): its
+    `state_dict` (weights and buffers such as BatchNorm's running statistics), each module's
+    train/eval flag and torch's global random state. The sweep iterates with a fork of the
+    loaders' shuffling generator, so it sees the batches a fit would see next and a following
+    fit sees the same order as without it. (The blog's finder left its model trained.)
+
+    Args:
+        model: the network; restored when the sweep ends.
+        batches: the training batches (`Batches`).
+        loss_func: the loss, `loss_func(model(x), y)`.
+        start: the first rate.
+        growth: the factor the rate grows by per batch, above 1.
+        max_iters: the most batches, at least 2; `None`: one pass over `batches` (the blog's one
+            epoch); more than one pass starts another.
+        stop_factor: stop once a loss exceeds this many times the lowest so far.
+        momentum: SGD momentum.
+        smoothing: 0 for raw losses, else the moving average's factor, below 1.
+
+    Returns:
+        An `LRFindResult`.
     """
     if not start > 0:
         raise ValueError(f"start must be a positive learning rate, got {start}")
@@ -104,6 +151,7 @@ def lr_find(model: nn.Module, batches: Batches, loss_func: Callable = F.cross_en
         model.load_state_dict(saved)
         for m, training in modes.items():
             m.training = training
-    finite = [(l, r) for l, r in zip(losses, lrs) if math.isfinite(l)]
-    suggestion = min(finite)[1] / 10 if finite else start
-    return LRFindResult(lrs, losses, suggestion, stopped, raw, smoothing)
+    result = LRFindResult(lrs, losses, None, stopped, raw, smoothing)
+    if result.falling_part() is not None:  # a flat curve's lowest point is noise: it suggests nothing
+        result.suggestion = lrs[result.lowest] / 10
+    return result

@@ -1,7 +1,7 @@
 """What a chapter shows on its page: Markdown tables and notes, the parameters table, warnings as sentences.
 
-Chapters call :func:`setup` once in their setup cell; the rest are plain functions that
-return or display Markdown. Results I/O lives in :mod:`lsuvlib.results`.
+Chapters call `setup` once in their setup cell; the rest are plain functions that
+return or display Markdown. Results I/O lives in `lsuvlib.results`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _in_notebook() -> bool:
 
 
 def show_markdown(text: str) -> None:
-    """Display ``text`` as Markdown in a notebook (print it elsewhere)."""
+    """Display `text` as Markdown in a notebook (print it elsewhere)."""
     if _in_notebook():
         from IPython.display import Markdown, display
 
@@ -43,13 +43,13 @@ def show_markdown(text: str) -> None:
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}" if math.isfinite(value) else "–"
+        return f"{value:.3f}".replace("-0.000", "0.000") if math.isfinite(value) else "–"  # no "-0.000"
     return str(value).replace("|", "\\|").replace("\n", " ")  # a stray pipe or newline would split the row
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
                    headers: Sequence[str] | None = None) -> Table:
-    """A Markdown table (a :class:`Table`); floats get 3 decimals, everything else ``str``."""
+    """A Markdown table (a `Table`); floats get 3 decimals, everything else `str`."""
     if not rows:
         return Table("_(no rows)_")
     columns = list(columns or rows[0].keys())
@@ -106,15 +106,33 @@ def blog_verdict_table(rows: Sequence[dict], ds: "ImageSet") -> Table:
     return Table(markdown_table(rows) + note)
 
 
+# ----------------------------------------------------------------------------- numbers in prose
+# (task D, chapters 1-2)
+
+
+def sci(x: float, fmt: str = ".3g") -> str:
+    r"""`x` as prose writes it: with `fmt` (`0.406`), but as $1.5 \times 10^{-5}$ or $10^{-7}$ when it is
+    below 0.0001 or from 10 000 in size (never Python's `1e-07`), and with a true minus sign."""
+    if x != 0 and math.isfinite(x) and not 1e-4 <= abs(x) < 1e4:
+        e = math.floor(math.log10(abs(x)))
+        m = float(f"{abs(x) / 10 ** e:.2g}")
+        if m == 10:
+            m, e = 1.0, e + 1
+        mantissa = "" if m == 1 else f"{m:g} \\times "
+        return f"${'-' if x < 0 else ''}{mantissa}10^{{{e}}}$"
+    return f"{x:{fmt}}".replace("-", "−")
+
+
 # ----------------------------------------------------------------------------- the parameters table
 
 
 def show_setup(chapter: "Chapter") -> None:
-    """The chapter's parameters as a table, and what it ran on."""
+    """The chapter's parameters as a table, and what it ran on; a parameter left at `None` reads "not set"."""
     from .runtime import versions
 
     v = versions()
-    show_markdown(markdown_table([dict(parameter=k, value=repr(v)) for k, v in chapter.params.items()])
+    show_markdown(markdown_table([dict(parameter=k, value="not set" if v is None else repr(v))
+                                  for k, v in chapter.params.items()])
                   + f"\n\nRan on {chapter.device} with Python {v['python']}, torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
 
 
@@ -214,44 +232,121 @@ def verdict_caption(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_
             f"point{'' if margin == '1' else 's'}. [How to read a verdict]({guide}).*")
 
 
-# ============================================================================= what a family's seeds can resolve
-# (task D, chapters 7 and 8: the effect a chapter is about, against the spread its build saw)
+# ============================================================================= a model, a share, an answer
+# (chapters 3-5: the printed model as a table, shares without "0.00%", a verdict and its power as sentences)
 
-def resolution_note(rows: Sequence[dict], effect: float) -> str:
-    """What the open claims among `rows` (from `stats.verdicts`) say about an effect of `effect` points.
 
-    An open claim whose interval lies inside $\\pm$`effect` rules out a difference that large; for
-    the others, `stats.pairs_needed` at each claim's own sd says how many pairs would resolve
-    `effect` (about half of the time).
+def what_it_does(m) -> str:
+    """A module as a reader would describe it: "convolution 1 → 8 channels, 5×5 kernel, stride 2"."""
+    from torch import nn
+
+    no_bias = "" if getattr(m, "bias", None) is not None else ", no bias"
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return (f"convolution {m.in_channels} → {m.out_channels} channels, {'×'.join(map(str, m.kernel_size))} "
+                f"kernel, stride {m.stride[0]}{no_bias}")
+    if isinstance(m, nn.Linear):
+        return f"linear {m.in_features} → {m.out_features}{no_bias}"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return f"BatchNorm over {m.num_features} channels"
+    if isinstance(m, nn.Flatten):
+        return "flatten to one vector"
+    knobs = ", ".join(k for k in m.extra_repr().split(", ") if k and not k.endswith("=None"))  # set knobs only
+    return f"{type(m).__name__}({knobs})" if knobs else type(m).__name__
+
+
+def model_table(model, input_shape: Sequence[int]) -> Table:
+    """The model's modules in the order they run: its weight layer's name, what it does, output shape, parameters.
+
+    Weight layers are named as the book's charts name them (`hooks.reader_names`); the modules
+    after one belong to it. `input_shape` is one input without the batch dimension, e.g.
+    `(1, 32, 32)`. A last row gives the total number of parameters.
     """
-    from .stats import pairs_needed
+    import torch
+    from torch import nn
 
-    open_ = [r for r in rows if r["verdict"] == "not resolved"]
-    if not open_:
-        return f"Every claim of this family is decided with {rows[0]['n']} seeds." if rows else ""
-    n = open_[0]["n"]
-    if all(r["sd"] is None for r in open_):
-        return (f"With {n} seed{'' if n == 1 else 's'} this build cannot measure how much the per-seed differences "
-                f"vary, so it cannot say whether it could resolve {effect:g} points.")
-    narrow = [r for r in open_ if r["ci_low"] is not None and -effect <= r["ci_low"] and r["ci_high"] <= effect]
-    wide = [r for r in open_ if r not in narrow and r["sd"] is not None]
-    text = []
-    if narrow:
-        one = len(narrow) == 1
-        verb, lies, diff = ("is", "its interval lies", "that difference is") if one else \
-            ("are", "their intervals lie", "those differences are")
-        text.append(f"{_claims(narrow)} {verb} open, but {lies} inside ±{effect:g} points: whichever way, {diff} "
-                    f"smaller than the {effect:g} points this chapter is about.")
-    if wide:
-        sds = [r["sd"] for r in wide]
-        need = [pairs_needed(effect, sd, r["m"], r["confidence"], most=10**6) for sd, r in zip(sds, wide)]
-        text.append(f"{_claims(wide)} {'is' if len(wide) == 1 else 'are'} open with wider intervals: the per-seed "
-                    f"differences have an sd of {_span([round(x, 2) for x in sds], lambda x: f'{x:.2f}')} points, and "
-                    f"at that spread resolving {effect:g} points (about half of the time) takes "
-                    f"{_span(need)} pairs; this build ran {n}.")
-    return " ".join(text)
+    from .hooks import Hooks, reader_names
+
+    names = reader_names(model)
+    leaves = [m for m in model.modules() if not list(m.children())]
+    ran: list = []
+    was_training = model.training
+    model.eval()  # BatchNorm's running statistics stay untouched
+    try:
+        with torch.no_grad(), Hooks(leaves, lambda i, m, inp, out: ran.append((m, tuple(out.shape[1:])))):
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    count = lambda m: sum(p.numel() for p in m.parameters(recurse=False))  # noqa: E731
+    weights = (nn.modules.conv._ConvNd, nn.Linear)
+    rows = [{"layer": names[m] if isinstance(m, weights) else "",
+             "what it does": what_it_does(m), "output": " × ".join(map(str, shape)),
+             "parameters": f"{count(m):,}" if count(m) else ""} for m, shape in ran]
+    rows.append({"layer": "total", "what it does": "", "output": "",
+                 "parameters": f"{sum(p.numel() for p in model.parameters()):,}"})
+    return markdown_table(rows)
 
 
-def _claims(rows: Sequence[dict]) -> str:
-    names = [f"“{r['claim']}”" for r in rows]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def share(x: float) -> str:
+    """A share in [0, 1] as a page states it: `'none'`, `'under 0.1%'`, `'37.2%'`, `'over 99.9%'`, `'all'`."""
+    if not 0 <= x <= 1:
+        raise ValueError(f"a share lies in [0, 1], got {x}")
+    if x in (0, 1):
+        return "none" if x == 0 else "all"
+    return "under 0.1%" if x < 0.001 else "over 99.9%" if x > 0.999 else f"{x:.1%}"
+
+
+def verdict_answer(row: dict, a: str, b: str, what: str = "final test accuracy", where: str = "") -> str:
+    """One verdict row of `stats.verdicts` (a claim "a > b") as the sentence answering "does a beat b?".
+
+    `a`, `b` name the two configurations as the page does; `where` (e.g. "on Fashion-MNIST")
+    follows the answer's first word. The numbers and the verdict are the row's, in points, and
+    diverged runs are named.
+    """
+    from .stats import MIN_PAIRS
+
+    n, effect, verdict = row["n"], row["effect"], row["verdict"]
+    if row["ci_low"] is None:
+        lead, body = "Not resolved", (f"with {n} pair{'s' * (n != 1)} of runs there is no interval ({MIN_PAIRS} are "
+                                      f"needed), and {a} scored {_signed(effect, 1)} points of {what} against {b}")
+    else:
+        span = (f"adjusted {row['confidence']:.0%} interval {_signed(row['ci_low'], 1)} to "
+                f"{_signed(row['ci_high'], 1)} points, higher in {row['n_a_higher']} of {n} seeds")
+        lead, body = {
+            "holds": ("Yes", f"{a} scored {effect:.1f} points more {what} than {b} ({span})"),
+            "reversed": ("No, the reverse", f"{a} scored {-effect:.1f} points less {what} than {b} ({span})"),
+            "tie": ("No measurable difference", f"{a} and {b} differ by {_signed(effect, 1)} points of {what}, "
+                                                f"within the tie margin of ±{row['margin']:g} ({span})"),
+        }.get(verdict, ("Not resolved", f"{a} scored {_signed(effect, 1)} points of {what} against {b}, but the "
+                                        f"interval includes 0 ({span})"))
+    diverged = [f"{k} run{'s' * (k != 1)} with {who}"
+                for k, who in ((row["n_diverged_a"], a), (row["n_diverged_b"], b)) if k]
+    return (f"{lead}{', ' + where if where else ''}: {body}"
+            + (f"; diverged, and counted at chance accuracy: {' and '.join(diverged)}." if diverged else "."))
+
+
+def effect_note(rows: Sequence[dict], effect: float, what: str = "final test accuracy") -> str:
+    """What a family of verdict rows can resolve, against the `effect` (points) the chapter is about.
+
+    States the effect, the spread of the per-seed differences measured (the largest sd of the
+    family), the smallest effect the intervals resolve (`stats.min_detectable_effect`) and the
+    seeds that spread would need for `effect` (`stats.pairs_needed`).
+    """
+    from .stats import MIN_PAIRS, min_detectable_effect, pairs_needed
+
+    if not effect > 0:
+        raise ValueError(f"effect must be a positive number of points, got {effect}")
+    n, m = max(r["n"] for r in rows), max(r["m"] for r in rows)
+    claims = f"{m} claim{'s' * (m != 1)}"
+    text = f"This chapter is about an effect of {effect:g} points of {what}."
+    sds = [r["sd"] for r in rows if r["sd"] is not None]
+    if n < MIN_PAIRS or not sds:
+        return text + f" With {n} seed{'s' * (n != 1)} no interval can be given: at least {MIN_PAIRS} are needed."
+    sd = max(sds)
+    mde = min_detectable_effect(sd, n, m, rows[0]["confidence"])
+    text += (f" The per-seed differences measured here have a standard deviation of {sd:.1f} points, so {n} seeds "
+             f"and {claims} resolve effects larger than {mde:.1f} points (the interval's half-width)")
+    if sd == 0:
+        return text + "."
+    needed = pairs_needed(effect, sd, m, rows[0]["confidence"])
+    return text + (f"; at this spread {needed} seeds would be enough for {effect:g} points." if mde < effect else
+                   f": not enough for {effect:g} points, which would need {needed} seeds at this spread.")

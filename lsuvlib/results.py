@@ -54,9 +54,9 @@ def current_build_id() -> str:
 
 
 def find_project(start: str | os.PathLike | None = None) -> Path | None:
-    """The book project holding `start` (default: the current folder): a folder with `_quarto.yml` and `chapters/`."""
+    """The book project holding `start` (default: the current folder): the nearest folder with a `_quarto.yml`."""
     here = Path(start or Path.cwd()).resolve()
-    return next((p for p in (here, *here.parents) if (p / "_quarto.yml").is_file() and (p / "chapters").is_dir()), None)
+    return next((p for p in (here, *here.parents) if (p / "_quarto.yml").is_file()), None)
 
 
 def build_results_dir(results_dir: str | os.PathLike | None = None) -> Path:

@@ -11,7 +11,7 @@ import torch
 
 
 def default_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return CUDA when it exists, else the CPU; an explicit name is checked and passed through."""
+    """CUDA when this machine has it, else the CPU, for `"auto"` or `None`; a name is checked and returned as a device."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -62,10 +62,12 @@ def check_positive(name: str, value, *, whole: bool = False) -> None:
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch so a CPU run repeats exactly.
+    """Seed Python, NumPy and torch so that a CPU run repeats exactly.
 
-    On CUDA, `deterministic` also asks cuDNN for deterministic kernels, which
-    costs some speed; CPU kernels used here are deterministic already.
+    Args:
+        seed: a whole number.
+        deterministic: on CUDA, also ask cuDNN for deterministic kernels (slower); the CPU
+            kernels used here are deterministic already.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be a whole number, got {seed!r} ({type(seed).__name__})")
@@ -79,7 +81,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def versions() -> dict[str, str]:
-    """Versions that decide whether a result can be reproduced."""
+    """The versions that decide whether a result can be reproduced: Python, torch, lsuvlib, NumPy, platform, CUDA."""
     from . import __version__
 
     return {

@@ -64,6 +64,11 @@ local function citation(meta)
   local year = text(meta.date):sub(1, 4)
   local version = text(cite.version)
   local url = text(cite.url)
+  local site = meta.book and text(meta.book["site-url"]) or ""
+  if url == "" and site ~= "" then  -- the page's address: the site's plus the page's path in the project
+    local path = quarto.doc.input_file:sub(#quarto.project.directory + 2):gsub("%.[^./]+$", ".html")
+    url = site:gsub("/$", "") .. "/" .. (path == "index.html" and "" or path)
+  end
   local line = who .. ". " .. year .. ". " ..
       (whole and ("*" .. title .. "*") or ("\u{201C}" .. title .. ".\u{201D} In *" .. book .. "*")) ..
       (version ~= "" and (", version " .. version) or "") .. "." .. (url ~= "" and (" <" .. url .. ">") or "")

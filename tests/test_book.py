@@ -66,7 +66,22 @@ def test_citation_metadata_agrees_with_citation_cff():
     assert str(config["book"]["date"]) == str(config["date"]) == str(cff["date-released"])
     assert str(config["citation"]["version"]) == str(cff["version"]) == lsuvlib.__version__
     assert config["google-scholar"] is True and config["citation"]["type"] == "chapter"
+    index = yaml.safe_load(nbformat.read(ROOT / "index.ipynb", as_version=4).cells[0].source.strip().strip("-"))
+    assert index["citation"] == {"type": "book", "version": cff["version"]}, "the home page cites the book"
     assert "site/page.lua" in config["filters"]
+
+
+GLOSSARY_ANCHORS = {  # chapters link these (`glossary.md#fan-in`): keep every one
+    "fan-in", "logits", "paired-seeds", "stand-in-data", "dead-unit", "activation-statistics", "lsuv",
+    "kaiming-initialisation", "batchnorm", "learning-rate-finder", "prediction-interval", "confidence-interval",
+    "bonferroni", "tie-margin", "diverged-run", "chance-accuracy", "generalrelu", "orthonormal-initialisation",
+    "momentum", "minimum-detectable-effect"}
+
+
+def test_the_glossary_has_every_anchor_the_chapters_link():
+    text = (ROOT / "chapters" / "glossary.md").read_text()
+    assert re.search(r"^# .*\{#sec-glossary\}", text, re.M)
+    assert set(re.findall(r"^## .*\{#([\w-]+)\}", text, re.M)) == GLOSSARY_ANCHORS
 
 
 # --------------------------------------------------------------------------- the smoke build
@@ -93,8 +108,20 @@ def test_smoke_build_runs_and_renders_every_page(smoke_build):
     out, proc = smoke_build
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     chapters = json.loads((out / "results/build.json").read_text())["chapters"]
-    assert set(chapters) == {p.stem for p in CHAPTERS} and all(r["status"] == "ok" for r in chapters.values())
+    assert set(chapters) == {p.stem for p in CHAPTERS} | {"index"} and all(r["status"] == "ok" for r in chapters.values())
     assert all((out / "site" / "chapters" / f"{p.stem}.html").is_file() for p in CHAPTERS)
+
+
+@pytest.mark.slow
+def test_smoke_site_has_the_glossary_and_a_reference_entry_for_every_public_name(smoke_build):
+    import lsuvlib
+
+    out, _ = smoke_build
+    glossary = (out / "site/chapters/glossary.html").read_text()
+    assert all(f'id="{anchor}"' in glossary for anchor in GLOSSARY_ANCHORS)
+    reference = (out / "site/reference/index.html").read_text()
+    assert [name for name in lsuvlib.__all__ if f'id="lsuvlib.{name}"' not in reference] == []
+    assert 'id="sec-reference"' in reference and "<math" in reference, "titled for @sec-reference; maths as MathML"
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ per module; tests that change a build work on a copy.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 import filelock
 import nbformat
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
@@ -239,6 +241,19 @@ def test_without_quarto_the_error_names_both_ways_to_get_it(project, tmp_path, c
     assert "Run `make setup` (it installs Quarto)" in err and "--no-render" in err and err.count("\n") == 1
 
 
+def test_a_pages_own_front_matter_joins_the_one_quarto_reads():
+    """Quarto reads only a notebook's first front matter: the home page's title and citation must be in it."""
+    import yaml
+
+    nb = _notebook(nbformat.v4.new_raw_cell('---\ntitle: "# Preface {.unnumbered}"\ncitation:\n  type: book\n---'),
+                   nbformat.v4.new_markdown_cell("Prose."))
+    build_book.finish_page(nb, "index.ipynb", dict(build="B", seconds=1.0))
+    [raw] = [c for c in nb.cells if c.cell_type == "raw"]
+    front = yaml.safe_load(raw.source.strip("-\n"))
+    assert front["title"] == "# Preface {.unnumbered}" and front["citation"] == {"type": "book"}
+    assert front["lsuv-run"] == dict(build="B", seconds=1.0) and nb.cells[0] is raw
+
+
 def test_the_real_book_lists_every_chapter_notebook_in_order():
     pages = build_book.book_pages(ROOT)
     assert pages[0] == "index.md" or pages[0] == "index.ipynb"
@@ -246,6 +261,16 @@ def test_the_real_book_lists_every_chapter_notebook_in_order():
     assert sorted(p for p in pages if p.endswith(".ipynb") and p.startswith("chapters/")) == notebooks
     numbered = [build_book.stem(p) for p in pages if re.match(r"chapters/\d", p)]
     assert numbered == sorted(numbered)
+
+
+def test_every_page_of_the_real_book_exists_and_quarto_renders_it():
+    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    pages = build_book.book_pages(ROOT)
+    assert {"chapters/glossary.md", "reference/index.qmd"} <= set(config["book"]["appendices"])
+    assert [p for p in pages if not (ROOT / p).is_file()] == []
+    renders = config["project"]["render"]
+    assert [p for p in pages if not any(fnmatch.fnmatch(p, glob) for glob in renders)] == [], \
+        "Quarto renders only what project.render lists: add the page there"
 
 
 # --------------------------------------------------------------------------- keys and reuse, without a kernel
@@ -378,6 +403,31 @@ def test_the_quarto_site_hides_hidden_cells_and_says_what_failed(built, tmp_path
     broken = (copy / "site/chapters/02-broken.html").read_text()
     assert "Not built" in broken and "deliberate failure in broken" in broken
     assert not (copy / "book/_book").exists() and not list(copy.glob(".site*"))
+
+
+@slow
+@needs_quarto
+def test_the_api_reference_is_written_by_quartodoc_from_the_projects_own_package(project, built, tmp_path):
+    """A `quartodoc:` section in _quarto.yml: quartodoc writes the reference pages before Quarto renders them."""
+    pytest.importorskip("quartodoc", reason="quartodoc writes the API reference: pip install -e '.[book]'")
+    _, out = built
+    root = tmp_path / "book"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("_out"))
+    (root / "tinybooklib").mkdir()  # importable only from the project folder: the build puts it on the path
+    (root / "tinybooklib" / "__init__.py").write_text(
+        '"""A package for the build tests."""\n__all__ = ["square"]\n\n\n'
+        'def square(x):\n    r"""SQUARE-DOC: the square of `x`, $x^2$."""\n    return x * x\n')
+    pages = "    - chapters/reference.ipynb\n    - reference/index.qmd\n    - reference/square.qmd\n"
+    # google: quartodoc 0.11's default numpy parser fails under griffe 2 (the book's own config is google too)
+    (root / "_quarto.yml").write_text(
+        TINY_QUARTO_YML.replace("    - chapters/reference.ipynb\n", pages)
+        + "quartodoc:\n  package: tinybooklib\n  dir: reference\n  parser: google\n  sections:\n"
+          "    - title: Functions\n      contents: [square]\n")
+    copy = copy_out(out, tmp_path)
+    proc = run_build("--root", str(root), "--profile", "smoke", "--out", str(copy), cwd=tmp_path)
+    assert (copy / "site/reference/index.html").is_file(), proc.stdout[-3000:] + proc.stderr[-2000:]
+    page = (copy / "site/reference/square.html").read_text()
+    assert "SQUARE-DOC" in page and 'class="math inline"' in page, "the docstring, its $x^2$ read as maths"
 
 
 # --------------------------------------------------------------------------- provenance
@@ -602,3 +652,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_quarto_setup_names_both_ways_when_neither_works(tmp_path):
+    """No ../shared/quarto beside the project and no internet for PyPI's quarto-cli: one clear error."""
+    (tmp_path / "project/tools").mkdir(parents=True)
+    script = shutil.copy(TOOLS / "install_quarto.sh", tmp_path / "project/tools")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/python3").write_text("#!/bin/sh\nexit 1\n")  # as pip fails without internet
+    (tmp_path / "bin/python3").chmod(0o755)
+    done = subprocess.run(["bash", script, str(tmp_path / "project/.quarto-cli")], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 1 and "from PyPI's quarto-cli" in done.stdout
+    assert "could not install Quarto" in done.stderr and "quarto.org" in done.stderr and "--no-render" in done.stderr
+    assert not (tmp_path / "project/.quarto-cli").exists()

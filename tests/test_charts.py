@@ -99,10 +99,12 @@ def build(name: str, t: dict) -> Figure:
         return charts.dead_chart(stats, which="near" if name.endswith("near") else "zero")
     if name == "lsuv_passes":
         return charts.lsuv_passes(t["report"], title="LSUV passes")
+    if name == "plot_first_losses":
+        return charts.plot_first_losses(first_loss_groups(), batches=5)
     if name == "plot_lr_find":
         return charts.plot_lr_find(t["finder"])
     if name == "plot_layer_stds":
-        return charts.plot_layer_stds({"N(0, 1)": [1.0, 3.0, 9.0], "LSUV": [1.0, 1.0, 1.0]})
+        return charts.plot_layer_stds({"N(0, 1)": [1.0, 3.0, 9.0], "LSUV": [1.0, 1.0, 1.0]}, zoom=["LSUV"])
     if name == "plot_seed_dots":
         return charts.plot_seed_dots(SEED_DOTS, xlabel="Variant", ylabel="Test accuracy (%)", title="Accuracy",
                                      marks={"epoch 1": {"lsuv": 93.0}}, mark_label="the notebook (one run)",
@@ -114,11 +116,15 @@ def build(name: str, t: dict) -> Figure:
 
         return charts.plot_input_moments({"raw": batch_moments(t["dls"].train),
                                           "normalised": ([0.0, 0.1], [1.0, 0.9])})
+    if name == "final_accuracy_chart":  # more in tests/test_findings.py, with the panels read from a build
+        return charts.final_accuracy_chart([dict(title="Chapter 3: the baseline", chance=0.1, rows=[dict(
+            label="baseline", accuracies=[0.8, None, 0.85], source=dict(value=0.196, same_dataset=False))])])
     raise KeyError(name)
 
 
 CHARTS = ["plot_history", "color_dim", "dead_chart", "dead_chart_near", "plot_stats", "plot_lr_find",
-          "plot_layer_stds", "plot_seed_dots", "plot_activation_fn", "plot_input_moments", "lsuv_passes"]
+          "plot_layer_stds", "plot_seed_dots", "plot_activation_fn", "plot_input_moments", "lsuv_passes",
+          "plot_first_losses", "final_accuracy_chart"]
 NOT_CHARTS = ["register_ipython_png"]
 
 
@@ -154,7 +160,7 @@ def test_chart_is_a_labelled_figure(trained, name):
         assert ax.get_ylabel().strip(), f"{name}: panel {ax.get_title()!r} has no y label"
         assert ax.lines or ax.images or ax.collections, f"{name}: panel {ax.get_title()!r} is empty"
         if not ax.images:  # an image's legend is its colour bar
-            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel"
+            assert any(a.get_legend() for a in axes) or fig.legends, f"{name}: no legend on any panel or figure"
     for text in all_text(fig):
         assert "str(self" not in text and "{" not in text and "index(h)" not in text, f"{name}: template text {text!r}"
     fig.savefig(io.BytesIO(), format="png")  # it really renders (layout, colour bars, log axes)
@@ -180,7 +186,7 @@ def test_color_dim_draws_the_hand_counted_histograms(trained):
         assert im.get_array().shape == want.shape == (40, 16)
         got = np.asarray(im.get_array(), dtype=float)
         assert np.allclose(got, want, atol=1e-6, rtol=0), np.abs(got - want).max()
-    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == len(LAYER_NAMES)
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1  # one colour scale for every layer
 
 
 def test_histogram_charts_say_they_count_part_of_each_batch(trained):
@@ -253,8 +259,16 @@ def test_lsuv_passes_draws_each_activation_per_pass_and_marks_each_new_layer(tra
     for ax in (mean_ax, std_ax):
         verticals = [line for line in ax.lines if line.get_linestyle() == "--"]
         assert sorted(line.get_xdata()[0] for line in verticals) == [0, 2, 5]
-    assert [t.get_text() for t in mean_ax.texts] == ["0.1", "1.1", "2.1"]
+    assert not mean_ax.texts  # no labels printed over the data: the legend names the layers
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][:3] == ["0.1 (ReLU)", "1.1 (ReLU)", "2.1 (GeneralRelu)"]
     assert fig._suptitle.get_text() == "LSUV passes"
+
+
+def test_lsuv_passes_names_layers_by_the_names_given_and_keeps_the_others():
+    fig = charts.lsuv_passes(fake_report(), names={"0.1 (ReLU)": "conv 1 (8 ch)", "1.1 (ReLU)": "conv 2 (16 ch)"})
+    labels = [line.get_label() for line in panels(fig)[1].lines if not line.get_label().startswith("_")]
+    assert labels[:3] == ["conv 1 (8 ch)", "conv 2 (16 ch)", "2.1 (GeneralRelu)"]
 
 
 def test_lsuv_passes_leaves_a_gap_where_an_activation_did_not_run():
@@ -292,23 +306,159 @@ def test_lsuv_passes_reads_a_real_traced_report():
         assert line.get_ydata()[-1] == pytest.approx(s["std"])
 
 
+def test_lsuv_passes_and_the_training_charts_name_each_layer_alike(trained):
+    """The same layer has the same reader's name in LSUV's passes chart and in the activation statistics' charts."""
+    from lsuvlib import lsuv, lsuv_page
+
+    model = nested_model()
+    report = lsuv.lsuv_init(model, torch.randn(64, 1, 8, 8), "loop", trace=True, warn=False)
+    fig = charts.lsuv_passes(report, names=lsuv_page.path_names(model))
+    labels = [line.get_label() for line in panels(fig)[1].lines if not line.get_label().startswith("_")]
+    assert labels[:2] == trained["stats"].names == LAYER_NAMES
+
+
+def first_loss_groups():
+    """Seed 1 trains at both rates; seed 2 diverges (loss to NaN) at the first, as LSUV's runs at lr 0.2 did."""
+    run = lambda seed, losses, diverged=False: SimpleNamespace(seed=seed, batch_losses=losses,  # noqa: E731
+                                                               diverged=diverged)
+    return {"lr 0.2": [run(1, [2.3, 1.9, 1.5, 1.2, 1.0, 0.9, 0.8]), run(2, [2.4, 1.8, 3.0, 9.0, math.nan], True)],
+            "lr 0.1": [run(1, [2.3, 2.0, 1.7, 1.4, 1.2, 1.1, 1.0]), run(2, [2.4, 2.1, 1.8, 1.5, 1.3, 1.2, 1.1])]}
+
+
+def test_plot_first_losses_draws_each_runs_first_batches_and_counts_the_diverged():
+    groups = first_loss_groups()
+    fig = charts.plot_first_losses(groups, batches=5, n_classes=10, title="First batches")
+    fast, slow = panels(fig)
+    assert [fast.get_title(), slow.get_title()] == ["lr 0.2: 1 of 2 diverged", "lr 0.1: 0 of 2 diverged"]
+    for ax, runs in ((fast, groups["lr 0.2"]), (slow, groups["lr 0.1"])):
+        seeds = [line for line in ax.lines if line.get_linestyle() != ":"]
+        assert len(seeds) == 2
+        for line, r in zip(seeds, runs):
+            assert list(line.get_xdata()) == list(range(1, len(r.batch_losses[:5]) + 1))
+            np.testing.assert_array_equal(line.get_ydata(), r.batch_losses[:5])
+            assert line.get_linestyle() == ("--" if r.diverged else "-")
+        assert ax.get_ylim() == pytest.approx((0, 3 * math.log(10)))
+        assert ax.get_xlim() == (1, 5)
+    # a seed keeps its colour in both panels
+    assert fast.lines[0].get_color() == slow.lines[0].get_color() != fast.lines[1].get_color()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["seed 1", "seed 2", "diverged", "uniform guess (ln 10)"]
+
+
+def test_plot_first_losses_stops_the_axis_at_the_longest_run():
+    fig = charts.plot_first_losses(first_loss_groups(), batches=100)
+    assert panels(fig)[0].get_xlim() == (1, 7)
+
+
+def test_plot_first_losses_refuses_an_empty_panel():
+    with pytest.raises(ValueError, match="non-empty list of runs"):
+        charts.plot_first_losses({"lr 0.2": []})
+    with pytest.raises(ValueError, match="batches >= 1"):
+        charts.plot_first_losses(first_loss_groups(), batches=0)
+
+
 def test_plot_history_shows_both_phases(trained):
     fig = build("plot_history", trained)
     assert fig._suptitle.get_text() == "Baseline run"
     batch_ax, acc_ax = panels(fig)
     assert len(batch_ax.lines[0].get_ydata()) == len(trained["learn"].batch_losses)
-    assert [line.get_label() for line in acc_ax.lines] == ["train accuracy", "eval accuracy"]
+    assert [line.get_label() for line in acc_ax.lines] == ["train accuracy", "test accuracy"]
     assert list(acc_ax.lines[0].get_xdata()) == [1, 2]  # epochs counted from 1
 
 
-def test_plot_lr_find_marks_the_suggestion(trained):
+def test_plot_history_marks_chance_level_when_told_the_number_of_classes(trained):
+    learn = trained["learn"]
+    batch_ax, acc_ax = panels(charts.plot_history(learn.history, learn.batch_losses, n_classes=4))
+    (chance_loss,) = [ln for ln in batch_ax.lines if ln.get_label() == "chance level, ln 4"]
+    assert chance_loss.get_ydata()[0] == pytest.approx(math.log(4))
+    (chance_acc,) = [ln for ln in acc_ax.lines if ln.get_label() == "chance level"]
+    assert chance_acc.get_ydata()[0] == 0.25
+
+
+def test_plot_stats_on_a_log_scale_keeps_small_stds_apart_with_plain_ticks(trained):
+    _, std_ax = panels(charts.plot_stats(trained["stats"], log_std=True))
+    assert std_ax.get_yscale() == "log" and std_ax.get_ylabel() == "Std of activation (log scale)"
+    fig = std_ax.figure
+    fig.savefig(io.BytesIO(), format="png")  # lay out, so the tick labels exist
+    assert all("10^" not in t.get_text() and "times" not in t.get_text() for t in std_ax.get_yticklabels())
+
+
+def test_plot_activation_fn_sets_the_function_beside_a_plain_relu():
+    (ax,) = panels(charts.plot_activation_fn(GeneralRelu(leak=0.1, sub=0.4), title="GeneralRelu(leak=0.1, sub=0.4)"))
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert labels == ["ReLU, for comparison", "GeneralRelu(leak=0.1, sub=0.4)"]
+    assert ax.lines[1].get_ydata()[0] == pytest.approx(-4 * 0.1 - 0.4)  # at x = -4
+
+
+def legend_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+def test_plot_lr_find_marks_the_suggestion_and_shades_the_falling_part(trained):
     fig = build("plot_lr_find", trained)
     (ax,) = panels(fig)
     assert ax.get_xscale() == "log"
     res = trained["finder"]
+    start, low = res.falling_part()
     suggestion = [line for line in ax.lines if "suggested" in line.get_label()]
     assert len(suggestion) == 1 and suggestion[0].get_xdata()[0] == pytest.approx(res.suggestion)
     assert f"{res.suggestion:.3g}" in suggestion[0].get_label()
+    (band,) = [p for p in ax.patches if p.get_label() == "its falling part"]
+    x0, x1 = band.get_x(), band.get_x() + band.get_width()  # a Rectangle in data x, axes y
+    assert (x0, x1) == pytest.approx((res.lrs[start], res.lrs[low]))
+
+
+def test_plot_lr_find_draws_no_suggestion_for_a_curve_that_never_falls(toy):
+    import torch.nn.functional as F
+
+    from lsuvlib.lr_finder import LRFindResult
+
+    flat = LRFindResult([1e-3, 1e-2, 1e-1], [2.30, 2.29, 2.31], None)
+    losses = iter([2.3, 2.0, 1.0, 2.5])
+    falling = lr_find(nested_model(), dataloaders(toy, 32, seed=0, device="cpu").train, max_iters=4,
+                      loss_func=lambda p, y: F.cross_entropy(p, y) * 0 + next(losses))
+    fig = charts.plot_lr_find({"stuck": flat, "learns": falling}, marks={"the blog's rate": 0.2})
+    (ax,) = panels(fig)
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[0] == "stuck (never falls)" and labels[1] == "learns"
+    assert sum("suggested" in label for label in labels) == 1  # the falling sweep's only
+    assert "the blog's rate = 0.2" in labels and "the blog's rate = 0.2" in legend_labels(fig)
+    assert ax.get_ylim() == pytest.approx((0.5 * 1.0, 1.5 * 2.3))  # half the lowest loss to 1.5 x the first
+
+
+def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):
+    (ax,) = panels(build("plot_lr_find", trained))
+    assert ax.lines[0].get_label() == "loss of each batch"
+    assert list(ax.lines[0].get_xdata()) == trained["finder"].lrs
+    smooth = lr_find(nested_model(), trained["dls"].train, start=1e-4, growth=1.4, max_iters=10, smoothing=0.9)
+    (ax,) = panels(charts.plot_lr_find(smooth))
+    assert ax.lines[0].get_label().startswith("loss of each batch, smoothed (EMA 0.9)")
+
+
+def test_plot_layer_stds_cuts_a_line_where_it_leaves_the_float_range_and_ticks_round_decades():
+    curves = {"N(0, 1)": [8.0 ** k for k in range(1, 43)] + [math.nan] * 8,
+              "N(0, 0.01)": [0.08 ** k for k in range(1, 42)] + [0.0] * 9,
+              "Kaiming": [0.8] * 50, "LSUV": [1.0] * 50}
+    fig = charts.plot_layer_stds(curves, zoom=("Kaiming", "LSUV"), marks={"expected": 0.83})
+    log_ax, lin_ax = panels(fig)
+    labels = [line.get_label() for line in log_ax.lines if not line.get_label().startswith("_")]
+    assert labels == ["N(0, 1) (overflows from layer 43)", "N(0, 0.01) (is 0 from layer 42)", "Kaiming", "LSUV"]
+    overflow = log_ax.lines[1]  # drawn after its cross
+    assert len(overflow.get_xdata()) == 42
+    crosses = [line for line in log_ax.lines if line.get_marker() == "x"]
+    assert [(c.get_xdata()[0], c.get_ydata()[0]) for c in crosses] == [(42, 8.0 ** 42), (41, 0.08 ** 41)]
+    lo, hi = log_ax.get_ylim()
+    shown = [t for t in log_ax.get_yticks() if lo <= t <= hi]
+    exponents = [round(math.log10(t)) for t in shown]
+    assert exponents and all(e % 20 == 0 for e in exponents), exponents  # 10^-40, 10^-20, 1, ... not 10^29
+    assert lin_ax.get_yscale() == "linear" and [line.get_label() for line in lin_ax.lines] == \
+        ["Kaiming", "LSUV", "expected (0.83)"]
+    assert "Kaiming" in legend_labels(fig) and legend_labels(fig).count("Kaiming") == 1
+
+
+def test_plot_layer_stds_refuses_a_zoom_on_a_curve_it_does_not_have():
+    with pytest.raises(ValueError, match=r"zoom names curves to draw again, one of \['a'\]; got \['b'\]"):
+        charts.plot_layer_stds({"a": [1.0, 1.0]}, zoom=["b"])
 
 
 SEED_DOTS = {"epoch 1": {"baseline": {"this book": [80.0, 82.0, None]}, "lsuv": {"this book": [90.0, 92.0, 94.0]}},
@@ -345,15 +495,6 @@ def test_charts_do_not_touch_pyplot_state(trained):
     for name in CHARTS:
         build(name, trained)
     assert plt.get_fignums() == before
-
-
-def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):
-    (ax,) = panels(build("plot_lr_find", trained))
-    assert ax.lines[0].get_label() == "training loss of each batch"
-    assert list(ax.lines[0].get_xdata()) == trained["finder"].lrs
-    smooth = lr_find(nested_model(), trained["dls"].train, start=1e-4, growth=1.4, max_iters=10, smoothing=0.9)
-    (ax,) = panels(charts.plot_lr_find(smooth))
-    assert ax.lines[0].get_label() == "training loss, smoothed (EMA 0.9)"
 
 
 IMPORT_CHECK = """

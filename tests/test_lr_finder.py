@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsuvlib import Callback, Learner, LRFindResult, dataloaders, lr_find, sources
+from lsuvlib.lr_finder import FLAT
 
 
 def bn_model() -> nn.Sequential:
@@ -145,19 +146,36 @@ def test_stops_on_divergence(train_batches):
     assert not math.isfinite(last) or last > 3.0 * min(res.losses[:-1])
 
 
-def test_stops_on_a_non_finite_loss(train_batches):
-    calls = []
+def test_stops_on_a_non_finite_loss_and_suggests_from_the_finite_ones(train_batches):
+    values = [2.0, 1.8, 1.0, 1.2, 1.1, float("nan"), 0.1]
 
-    def nan_at_6(preds, y):
-        calls.append(1)
-        loss = F.cross_entropy(preds, y)
-        return loss * float("nan") if len(calls) == 6 else loss
+    def nan_at_6(preds, y):  # a real NaN from the model's loss, not a stand-in value
+        value = values[len(seen)]
+        seen.append(value)
+        return F.cross_entropy(preds, y) * 0 + value
 
+    seen = []
     res = lr_find(bn_model(), train_batches, loss_func=nan_at_6, start=1e-4, growth=1.1, max_iters=30)
-    assert res.stopped and "not finite" in res.stopped and len(res.lrs) == 6 and len(calls) == 6
+    assert res.stopped and "not finite" in res.stopped and len(res.lrs) == 6 and len(seen) == 6
     assert math.isnan(res.raw_losses[-1])
-    finite = [lr for lr, l in zip(res.lrs, res.losses) if math.isfinite(l)]
-    assert min(finite) / 10 <= res.suggestion <= max(finite) / 10
+    assert res.lowest == 2 and res.suggestion == pytest.approx(res.lrs[2] / 10)
+
+
+@pytest.mark.parametrize("values", [[2.30, 2.31, 2.29, 2.30, 2.25], [2.3, 2.3, 2.3, 2.3], [2.3, 2.4, 3.0, 6.0, 7.5]],
+                         ids=["noise", "constant", "only-rises"])
+def test_a_curve_that_never_falls_suggests_nothing(train_batches, values):
+    """2.25 is 2% below 2.30: batch-to-batch noise, not a fall (`FLAT` is 5%)."""
+    res = lr_find(bn_model(), train_batches, loss_func=scripted(values), max_iters=len(values), stop_factor=10)
+    assert len(res.losses) == len(values)
+    assert res.falling_part() is None and res.suggestion is None
+
+
+def test_falling_part_runs_from_the_last_loss_near_the_first_to_the_lowest(train_batches):
+    values = [2.3, 2.31, 2.28, 2.2, 1.5, 1.0, 2.0]  # 2.2 is the last within 5% of 2.3 before the lowest, 1.0
+    res = lr_find(bn_model(), train_batches, loss_func=scripted(values), max_iters=len(values))
+    assert FLAT == 0.05
+    assert res.falling_part() == (3, 5) and res.lowest == 5
+    assert res.suggestion == pytest.approx(res.lrs[5] / 10)
 
 
 def test_suggestion_is_a_tenth_of_the_rate_at_the_lowest_loss(train_batches):

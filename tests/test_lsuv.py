@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lsuvlib as L
-from lsuvlib.lsuv import find_pairs
+from lsuvlib.probe import find_pairs
 
 TOL = 1e-3
 REAL_MIRROR = os.environ.get("LSUV_DATA_DIR")  # read before conftest's fixture hides it

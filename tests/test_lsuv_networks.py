@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import lsuvlib as L
-from lsuvlib.lsuv import find_pairs
+from lsuvlib.probe import find_pairs
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -274,3 +274,27 @@ def test_readme_transformer_block_report_is_what_lsuv_init_prints():
     assert len(lines) == len(printed) and lines[0] == printed[0]
     assert [(r.split()[0], r.split()[-1]) for r in lines[1:4]] == [(r.split()[0], r.split()[-1]) for r in printed[1:4]]
     assert lines[4].startswith("self_attn.out_proj: initialised: std ") and lines[5:] == printed[5:]
+
+
+class GradSpy(nn.Module):
+    """Passes its input through, noting whether autograd records the pass (a graph costs a backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.graph = []
+
+    def forward(self, x):
+        self.graph.append(torch.is_grad_enabled())
+        return x
+
+
+def test_only_lsuv_init_runs_the_coverage_pass_with_a_graph():
+    torch.manual_seed(0)
+    spy = GradSpy()
+    model, xb = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), spy, nn.Linear(16, 4), nn.Tanh()), torch.randn(64, 12)
+    find_pairs(model, xb)
+    L.measure_activations(model, xb)  # what experiment.train calls after training
+    assert spy.graph == [False, False, False]  # find_pairs: one pass; measure_activations: pair, then measure
+    report = L.lsuv_init(model, xb, "std")
+    assert spy.graph[3:].count(True) == 1 and spy.graph[3] is True  # the survey, before any measurement
+    assert report.coverage["3"].startswith("initialised") and report.coverage["0"].startswith("initialised")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import warnings
 
+import pytest
+
 from lsuvlib import page
 from lsuvlib.page import Table, markdown_table
 from lsuvlib.results import Chapter
@@ -32,6 +34,12 @@ def test_show_setup_lists_every_parameter_and_what_ran_it(capsys):
     page.show_setup(Chapter("03-x", dict(epochs=1, lr=0.2, n_train=2048, device="cpu")))
     out = capsys.readouterr().out
     assert out.startswith("| parameter | value |") and "| epochs | 1 |" in out and "Ran on cpu with Python" in out
+
+
+def test_show_setup_writes_a_parameter_left_at_none_as_not_set(capsys):
+    page.show_setup(Chapter("02-x", dict(lr_find_iters=None, n_train=None, dataset="auto")))
+    out = capsys.readouterr().out
+    assert "| lr_find_iters | not set |" in out and "| n_train | not set |" in out and "None" not in out
 
 
 def test_warnings_become_one_sentence_without_paths(monkeypatch, capsys):
@@ -79,22 +87,89 @@ def test_against_blog_counts_diverged_runs_at_chance_and_judges_only_on_the_blog
     assert "shown for context and judged against nothing" in blog_verdict_table([cells], fashion)
 
 
-def test_resolution_note_says_what_each_open_claim_rules_out_or_would_need():
-    from lsuvlib.page import resolution_note
-    from lsuvlib.stats import pairs_needed, verdicts
+def test_sci_writes_numbers_far_from_1_as_powers_of_ten_never_as_python_does():
+    assert page.sci(1e-7) == "$10^{-7}$" and page.sci(1.46e-5) == "$1.5 \\times 10^{-5}$"
+    assert page.sci(25_396.6) == "$2.5 \\times 10^{4}$" and page.sci(-3e-6) == "$-3 \\times 10^{-6}$"
+    assert page.sci(0.406) == "0.406" and page.sci(0.00085, ".2g") == "0.00085"
+    assert page.sci(-0.0129, ".4f") == "−0.0129" and page.sci(0.0) == "0"
+    assert "e-" not in page.sci(9.96e-5)
 
-    zero = {s: 0.0 for s in range(5)}
-    small = {0: 0.010, 1: -0.008, 2: 0.006, 3: -0.004, 4: 0.002}  # open: inside ±2 points, not ±1
-    wide = {0: 0.06, 1: -0.04, 2: 0.05, 3: -0.02, 4: 0.01}  # open, wider than ±2 points
-    rows = verdicts([dict(claim="a > b", a=small, b=zero), dict(claim="c > b", a=wide, b=zero),
-                     dict(claim="d > b", a={s: 0.2 for s in zero}, b=zero)])
-    note = resolution_note(rows, effect=2.0)
-    assert note.startswith("“a > b” is open, but its interval lies inside ±2 points: whichever way, that "
-                           "difference is smaller than the 2 points this chapter is about.")
-    need = pairs_needed(2.0, rows[1]["sd"], m=3)
-    assert note.endswith(f"“c > b” is open with wider intervals: the per-seed differences have an sd of "
-                         f"{rows[1]['sd']:.2f} points, and at that spread resolving 2 points (about half of the time) "
-                         f"takes {need} pairs; this build ran 5.")
-    assert resolution_note(rows[2:], 2.0) == "Every claim of this family is decided with 5 seeds."
-    one = verdicts([dict(claim="a > b", a={0: 0.1}, b={0: 0.0})])
-    assert resolution_note(one, 2.0).startswith("With 1 seed this build cannot measure")
+
+# ----------------------------------------------------------------------------- a model, a share, an answer
+
+
+def test_a_negative_zero_is_shown_as_zero():
+    """Issue 19: chapter 5's table printed "-0.0"."""
+    assert markdown_table([dict(mean=-0.0001, sd=-0.0)]).splitlines()[2] == "| 0.000 | 0.000 |"
+
+
+def test_model_table_lists_each_module_in_the_order_it_runs_with_its_output_and_parameters():
+    from functools import partial
+
+    import torch
+    from torch import nn
+
+    from lsuvlib.models import GeneralRelu, get_model
+
+    model = get_model(act=partial(GeneralRelu, leak=0.1, sub=0.4), norm=nn.BatchNorm2d, nfs=(1, 8, 16), first_kernel=5)
+    running = model[0][1].running_mean.clone()
+    lines = page.model_table(model, (1, 32, 32)).splitlines()
+    assert lines[0] == "| layer | what it does | output | parameters |"
+    assert lines[2:5] == ["| conv 1 (8 ch) | convolution 1 → 8 channels, 5×5 kernel, stride 2, no bias | "
+                          "8 × 16 × 16 | 200 |", "|  | BatchNorm over 8 channels | 8 × 16 × 16 | 16 |",
+                          "|  | GeneralRelu(leak=0.1, sub=0.4) | 8 × 16 × 16 |  |"]
+    assert lines[-3:] == ["| conv 3 (10 ch) | convolution 16 → 10 channels, 3×3 kernel, stride 2 | 10 × 4 × 4 "
+                          "| 1,450 |",
+                          "|  | flatten to one vector | 160 |  |", "| total |  |  | 2,850 |"]
+    assert 200 + 16 + 8 * 16 * 9 + 32 + 16 * 10 * 9 + 10 == 2850  # the rows above, by hand
+    assert torch.equal(model[0][1].running_mean, running) and model.training, "the model is left as it was"
+
+
+def test_share_never_prints_a_rounded_zero():
+    assert [page.share(x) for x in (0, 0.00002, 0.3721, 0.99995, 1)] == ["none", "under 0.1%", "37.2%", "over 99.9%",
+                                                                         "all"]
+    with pytest.raises(ValueError, match=r"a share lies in \[0, 1\], got 1.5"):
+        page.share(1.5)
+
+
+def _row(a, b, margin=0.01):
+    from lsuvlib.stats import verdicts
+
+    return verdicts([dict(claim="a > b", a=dict(enumerate(a)), b=dict(enumerate(b)))], tie_margin=margin, chance=0.1)[0]
+
+
+def test_verdict_answer_reads_each_verdict_as_a_sentence():
+    held = _row([0.752, 0.76, 0.74, 0.75], [0.70, 0.72, 0.71, 0.70])
+    assert page.verdict_answer(held, "standardised inputs", "the baseline", where="on Fashion-MNIST") == (
+        f"Yes, on Fashion-MNIST: standardised inputs scored 4.3 points more final test accuracy than the baseline "
+        f"(adjusted 95% interval +{held['ci_low']:.1f} to +{held['ci_high']:.1f} points, higher in 4 of 4 seeds).")
+    assert page.verdict_answer(_row([0.70, 0.72, 0.71], [0.75, 0.76, 0.74]), "a", "b").startswith(
+        "No, the reverse: a scored 4.0 points less final test accuracy than b")
+    assert page.verdict_answer(_row([0.701, 0.72, 0.71], [0.70, 0.721, 0.709], margin=0.05), "a", "b").startswith(
+        "No measurable difference: a and b differ by 0.0 points of final test accuracy, within the tie margin of ±5")
+    assert page.verdict_answer(_row([0.70, 0.80, 0.60], [0.71, 0.70, 0.70]), "a", "b") == (
+        "Not resolved: a scored -0.3 points of final test accuracy against b, but the interval includes 0 (adjusted "
+        "95% interval -25.2 to +24.5 points, higher in 1 of 3 seeds).")
+    few = _row([0.8, None], [0.7, 0.7])
+    assert page.verdict_answer(few, "a", "b") == (
+        "Not resolved: with 2 pairs of runs there is no interval (3 are needed), and a scored -25.0 points of final "
+        "test accuracy against b; diverged, and counted at chance accuracy: 1 run with a.")
+
+
+def test_effect_note_says_what_the_seeds_can_resolve_and_what_the_effect_would_need():
+    from lsuvlib.stats import min_detectable_effect, pairs_needed
+
+    row = _row([0.75, 0.76, 0.74, 0.75, 0.77], [0.70, 0.72, 0.71, 0.70, 0.71])
+    mde = min_detectable_effect(row["sd"], 5, 1)
+    assert page.effect_note([row], 2) == (
+        f"This chapter is about an effect of 2 points of final test accuracy. The per-seed differences measured here "
+        f"have a standard deviation of {row['sd']:.1f} points, so 5 seeds and 1 claim resolve effects larger than "
+        f"{mde:.1f} points (the interval's half-width); at this spread {pairs_needed(2, row['sd'])} seeds would be "
+        f"enough for 2 points.")
+    noisy = _row([0.75, 0.66, 0.84], [0.70, 0.72, 0.71])
+    assert page.effect_note([noisy], 2).endswith(
+        f": not enough for 2 points, which would need {pairs_needed(2, noisy['sd'])} seeds at this spread.")
+    assert page.effect_note([_row([0.8, 0.7], [0.7, 0.7])], 2).endswith(
+        "With 2 seeds no interval can be given: at least 3 are needed.")
+    with pytest.raises(ValueError, match="effect must be a positive number of points, got 0"):
+        page.effect_note([row], 0)

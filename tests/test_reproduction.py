@@ -158,3 +158,11 @@ def test_check_setup_names_the_argument_and_what_it_should_be(kwargs, words):
 def test_configs_label_every_variant():
     assert R.configs(["none", "loop", "paper"]) == {
         "none": "LeNet, no LSUV", "loop": "LeNet, LSUV, mean and std in a loop", "paper": "LeNet, LSUV, paper"}
+
+
+def test_between_variants_picks_the_epoch_1_claims_among_lsuv_variants():
+    rows = verdicts([dict(claim=c["claim"], kind=c["kind"], paired=c["paired"])
+                     for c in R.notebook_claims(four_variants([0.84, 0.89, 0.91, 0.93]), epochs=3, chance=0.1)])
+    assert [r["claim"] for r in R.between_variants(rows)] == [
+        "loop > mean_std, epoch 1", "mean_std > std, epoch 1", "loop > std, epoch 1"]
+    assert R.between_variants(rows[2:3]) == rows[2:3]  # none of them tested: the family itself

@@ -4,25 +4,16 @@
     python tools/build_book.py [--chapter X]... [-p NAME VALUE]... [-f FILE.yaml] [--profile NAME]
                                [--out DIR] [--no-render] [--force] [--kernel NAME] [--timings]
 
-Pages come from _quarto.yml (book.chapters, then book.appendices) and run in that order, except the
-home page, which sums the others up and runs last. Parameters layer as profile (params/NAME.yaml)
-< -f FILE < -p; a chapter receives only the names its `parameters` cell declares, type-checked
-against their defaults before any kernel starts.
-
-What a build into OUT (default _build/) guarantees:
-- One build per OUT at a time (OUT/.build.lock); a build that died without cleaning up is found
-  by the next one, which sets aside what it left.
-- A chapter's executed notebook (OUT/book/...) and results (OUT/results/<stem>.json) change only
-  when it succeeds. A failed chapter's error notebook goes to OUT/failed/, its earlier page and
-  results to OUT/stale/<build id>/, and its page says it failed: nothing passes as this build's.
-- OUT/results/build.json, the manifest, records per chapter the run its outputs come from (build,
-  status, parameters, key, seconds, the results file's SHA-256); lsuvlib.results reads only the
-  files it names, and refuses one whose hash no longer matches.
-- A chapter whose key is unchanged (its code cells and parameters, lsuvlib's source, the data's
-  fingerprint, torch's version, its kernel, and the results of the pages run before it) keeps its
-  outputs, its prose refreshed from the source; --force re-runs everything.
-- Ctrl-C or SIGTERM stops the build and finished chapters keep their outputs. A site that no
-  longer matches the results (--no-render, an interrupted or failed build) moves to OUT/stale/.
+Pages come from _quarto.yml and run in book order, the home page (which sums up the others) last.
+Parameters layer as profile (params/NAME.yaml) < -f FILE < -p; a chapter gets only the names its
+`parameters` cell declares, type-checked against their defaults before any kernel starts.
+A build into OUT (default _build/) keeps these promises: one build per OUT at a time, and a killed
+one is found by the next; a chapter's page (OUT/book/) and results (OUT/results/) change only when
+it succeeds, and what a failed or interrupted run leaves goes to OUT/failed/ and OUT/stale/<build>/;
+the manifest OUT/results/build.json records the run behind each chapter's outputs, with the results
+file's SHA-256; a chapter whose key (code, parameters, lsuvlib's source, data, torch, kernel, and the
+results of the pages before it) is unchanged is reused, its prose refreshed (--force re-runs it);
+a site that no longer matches the results moves to OUT/stale/.
 Exit status: 0 built, 1 a chapter or the render failed, 2 usage error (nothing ran), 130 interrupted.
 """
 from __future__ import annotations
@@ -60,7 +51,7 @@ from lsuvlib.results import BUILD_ENV, BUILD_MANIFEST, MANIFEST_SCHEMA, file_sha
 
 RESERVED = ("results_dir",)  # set by the build: results go where the site links them
 QUARTO_HOME = ".quarto-cli"  # where `make setup` installs Quarto when none is on PATH
-STAGED = ("_quarto.yml", "site", "*.bib", "images")  # what Quarto needs beside the executed pages
+STAGED = ("_quarto.yml", "site", "*.bib", "images", "reference")  # what Quarto needs beside the executed pages
 DATA_ROOTS = ("data", "/usr/share/datasets/fashion-mnist")  # with $LSUV_DATA_DIR: where data comes from
 
 
@@ -244,21 +235,19 @@ def check_names(layers: list[dict], specs: dict[str, dict]) -> None:
 # --------------------------------------------------------------------------- the plan
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python tools/build_book.py", description=__doc__.split("\n\n")[0],
-                                epilog="Precedence: --profile < -f < -p. Exit 1 if a chapter or the render failed, "
-                                       "2 on usage errors, 130 if interrupted.")
-    p.add_argument("--chapter", action="append", default=[], metavar="X",
-                   help="build only this chapter (stem, number like 3, or name like baseline); repeatable")
-    p.add_argument("-p", dest="params", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="set a parameter; VALUE is read as YAML (1 is an int); repeatable")
-    p.add_argument("-f", dest="param_file", type=Path, metavar="FILE.yaml", help="a parameter file (as params/*.yaml)")
-    p.add_argument("--profile", default="default", help="load params/NAME.yaml (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="output folder (default: _build in the project)")
-    p.add_argument("--no-render", action="store_true", help="run the notebooks only; do not render the site")
-    p.add_argument("--force", action="store_true", help="re-run chapters whose inputs did not change")
-    p.add_argument("--kernel", help="Jupyter kernel for every chapter (default: each notebook's own)")
-    p.add_argument("--timings", action="store_true", help="print a table of chapter times at the end")
-    p.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests: a throwaway project
+    p = argparse.ArgumentParser(prog="python tools/build_book.py", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--chapter", action="append", default=[], metavar="X", help="only this chapter (stem, number or name)")
+    add("-p", dest="params", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="set a parameter; VALUE is read as YAML (1 is an int)")
+    add("-f", dest="param_file", type=Path, metavar="FILE.yaml", help="a parameter file (as params/*.yaml)")
+    add("--profile", default="default", help="load params/NAME.yaml (default: %(default)s)")
+    add("--out", type=Path, help="output folder (default: _build in the project)")
+    add("--no-render", action="store_true", help="run the notebooks only; do not render the site")
+    add("--force", action="store_true", help="re-run chapters whose inputs did not change")
+    add("--kernel", help="Jupyter kernel for every chapter (default: each notebook's own)")
+    add("--timings", action="store_true", help="print a table of chapter times at the end")
+    add("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests: a throwaway project
     return p.parse_args(argv)
 
 
@@ -521,6 +510,10 @@ def finish_page(nb, page: str, run: dict) -> None:
     front = {"code-links": [{"text": "Executed notebook (this run)", "href": Path(page).name, "icon": "file-code"},
                             {"text": "Source notebook (to re-run)", "href": source, "icon": "journal-code"}],
              "lsuv-run": run}
+    own = nb.cells[0].source.strip() if nb.cells and nb.cells[0].cell_type == "raw" else ""
+    if own.startswith("---") and own.endswith("---"):  # the page's own front matter: Quarto reads only the first
+        front = {**(yaml.safe_load(own[3:-3]) or {}), **front}
+        nb.cells.pop(0)
     cell = nbformat.v4.new_raw_cell("---\n" + yaml.safe_dump(front, sort_keys=False) + "---")
     cell.metadata["tags"] = ["lsuv-run"]
     nb.cells.insert(0, cell)
@@ -637,16 +630,27 @@ def render(plan: dict, manifest: Manifest) -> bool:
         else:
             copy(root / page, book / "source" / page)
             if not (book / page).is_file() or manifest.data["chapters"].get(stem(page), {}).get("status") != "ok":
-                write_notebook(placeholder(page, manifest.data["chapters"].get(stem(page))), book / page)
+                write_notebook(placeholder(root, page, manifest.data["chapters"].get(stem(page))), book / page)
     copy(out / "results", book / "results")
     new, site = book / "_book", out / "site"
     shutil.rmtree(new, ignore_errors=True)
+    steps = [("quarto render", [plan["quarto"], "render", str(book)])]
+    if "quartodoc" in (yaml.safe_load((book / "_quarto.yml").read_text()) or {}):
+        if importlib.util.find_spec("quartodoc") is None:
+            print("_quarto.yml has a `quartodoc:` section, but quartodoc is not installed: run "
+                  "`pip install -e '.[book]'` (or `make setup`).", flush=True)
+            retire_site(out, manifest.build_id, "quartodoc is not installed")
+            return False
+        # The API reference's pages first, documenting the project's own package (first on the path).
+        steps.insert(0, ("quartodoc build", [sys.executable, "-m", "quartodoc", "build"]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     print(f"Rendering the site with {plan['quarto']}", flush=True)
-    if subprocess.run([plan["quarto"], "render", str(book)]).returncode != 0:
-        shutil.rmtree(new, ignore_errors=True)
-        print("quarto render failed (its output is above).", flush=True)
-        retire_site(out, manifest.build_id, "quarto render failed")
-        return False
+    for name, command in steps:
+        if subprocess.run(command, cwd=book, env=env).returncode != 0:
+            shutil.rmtree(new, ignore_errors=True)
+            print(f"{name} failed (its output is above).", flush=True)
+            retire_site(out, manifest.build_id, f"{name} failed")
+            return False
     if site.exists():
         os.replace(site, out / ".site.old")
     os.replace(new, site)
@@ -655,9 +659,11 @@ def render(plan: dict, manifest: Manifest) -> bool:
     return True
 
 
-def placeholder(page: str, record: dict | None) -> nbformat.NotebookNode:
+def placeholder(root: Path, page: str, record: dict | None) -> nbformat.NotebookNode:
     """The page of a chapter with no good run: what happened and how to build it."""
-    title = nbformat.read(ROOT / page, 4).cells[0].source.splitlines()[0] if (ROOT / page).is_file() else f"# {stem(page)}"
+    cells = nbformat.read(root / page, 4).cells if (root / page).is_file() else []
+    title = next((c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("# ")),
+                 f"# {stem(page)}")
     why = (f"Its last run failed in build {record['build_id']}: `{record.get('error', '')}`."
            if record and record.get("status") in ("failed", "killed") else "It has not been built yet.")
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
@@ -737,18 +743,20 @@ def build(plan: dict, manifest: Manifest, done: list[str]) -> int:
                 print(f"      ok in {record['seconds']:.1f} s", flush=True)
     from lsuvlib.results import load_build, write_combined
     write_combined(load_build(plan["out"] / "results"), plan["out"] / "results" / "all-results.csv")
-    manifest.finish("failed" if failed else "finished")
-    seconds = time.perf_counter() - start
     if plan["args"].timings:
         rows = [(r.get("seconds", 0.0), n, "reused" if "reused_in" in r else r["status"])
                 for n, r in manifest.data["chapters"].items() if n in done]
         print("\nChapter times (slowest first):\n" + "\n".join(f"  {s:8.1f} s  {n} ({how})" for s, n, how in sorted(rows)[::-1]))
-    rendered = True
     if plan["args"].no_render:
-        retire_site(plan["out"], manifest.build_id, "--no-render")
+        rendered = retire_site(plan["out"], manifest.build_id, "--no-render") or True
     else:
+        started = time.perf_counter()
         rendered = render(plan, manifest)
-    built = f"{len(done) - len(failed)} of {len(done)} page(s) built in {seconds:.1f} s"
+        manifest.data["render_seconds"] = round(time.perf_counter() - started, 1)
+    manifest.data["seconds"] = seconds = round(time.perf_counter() - start, 1)
+    manifest.finish("failed" if failed or not rendered else "finished")
+    reused = sum("reused_in" in manifest.data["chapters"][n] for n in done)
+    built = f"{len(done) - len(failed)} of {len(done)} page(s) built{f' ({reused} reused)' if reused else ''} in {seconds:.1f} s"
     if failed or not rendered:
         print(f"\nBUILD FAILED: {built}." + (f" Failed: {', '.join(failed)}." if failed else " The render failed."),
               file=sys.stderr)
