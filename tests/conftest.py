@@ -34,6 +34,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "real_data: reads real dataset mirrors on this machine (still a tmp cache)")
     # The tests' models are tiny: one thread is faster than two fighting over a busy machine, and repeatable.
     torch.set_num_threads(1)
+    # Subprocesses (scripts in tmp_path, kernels) must import this checkout's lsuvlib, not whichever one pip installed.
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     # Hypothesis keeps an example database and constants under ./.hypothesis; keep the project tree clean.
     global _HYPOTHESIS_HOME
     if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):

@@ -226,6 +226,7 @@ def test_workers_end_when_the_parent_is_interrupted_or_killed(tmp_path, how):
                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
+        assert proc.poll() is None, f"the parent script died before starting its workers: {proc.stderr.read()!r}"
         time.sleep(0.1)
     children = [int(x) for x in pids.read_text().split()]
     assert len(children) == 2
