@@ -350,6 +350,8 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
         z.set(title=" and ".join(zoom) + ", on a linear axis", xlabel="Layer", ylabel="Std of activations",
               ylim=(0, None))
         fig.suptitle(title)
+    for a in (ax, *rest):
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # layers are whole numbers
     # One legend under the panels: inside, it would cover the lines that leave the plot's corners.
     handles = {h.get_label(): h for a in (ax, *rest) for h in a.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2)

@@ -127,11 +127,12 @@ def sci(x: float, fmt: str = ".3g") -> str:
 
 
 def show_setup(chapter: "Chapter") -> None:
-    """The chapter's parameters as a table, and what it ran on; a parameter left at `None` reads "not set"."""
+    """The chapter's parameters as a table in code font, and what it ran on; a parameter left at `None` reads "not set"."""
     from .runtime import versions
 
     v = versions()
-    show_markdown(markdown_table([dict(parameter=k, value="not set" if v is None else repr(v))
+    # values in code font, as Python writes them: what a reader passes to papermill to change them
+    show_markdown(markdown_table([dict(parameter=f"`{k}`", value="not set" if v is None else f"`{v!r}`")
                                   for k, v in chapter.params.items()])
                   + f"\n\nRan on {chapter.device} with Python {v['python']}, torch {v['torch']}, lsuvlib {v['lsuvlib']}.")
 

@@ -363,13 +363,15 @@ def _width_text(max_width: float, bounds) -> str:
 
 
 def source_verdict_for(low: float | None, high: float | None, source_value: float, same_dataset: bool,
-                       max_width: float = MAX_SOURCE_WIDTH, bounds: tuple[float, float] | None = (0, 1)) -> str:
+                       max_width: float = MAX_SOURCE_WIDTH, bounds: tuple[float, float] | None = (0, 1),
+                       margin: float = 0.0) -> str:
     """The verdict a prediction interval gives a source's single run; the rule `versus_source` follows.
 
     "other dataset: no verdict" unless `same_dataset`; "too few runs: no verdict" without an
     interval; "uninformative: ..." when the interval is wider than `max_width` (it could not
-    fail); else "consistent with the source" when `source_value` lies inside it, or "not
-    consistent with the source".
+    fail); else "consistent with the source" when `source_value` lies inside it, "consistent
+    within the tolerance ±`margin`" when it lies no further than `margin` outside it (a value the
+    rule itself only sets to within a tolerance), or "not consistent with the source".
     """
     if not same_dataset:
         return "other dataset: no verdict"
@@ -377,12 +379,16 @@ def source_verdict_for(low: float | None, high: float | None, source_value: floa
         return "too few runs: no verdict"
     if high - low > max_width:
         return f"uninformative: the interval is wider than {_width_text(max_width, bounds)}"
-    return "consistent with the source" if low <= source_value <= high else "not consistent with the source"
+    if low <= source_value <= high:
+        return "consistent with the source"
+    if low - margin <= source_value <= high + margin:
+        return f"consistent within the tolerance ±{margin:g}"
+    return "not consistent with the source"
 
 
 def versus_source(values: Sequence[float], source_value: float, same_dataset: bool, chance: float | None = None,
                   confidence: float = 0.95, bounds: tuple[float, float] | None = (0, 1),
-                  max_width: float = MAX_SOURCE_WIDTH) -> dict:
+                  max_width: float = MAX_SOURCE_WIDTH, margin: float = 0.0) -> dict:
     """Whether a source's single run is a plausible run of ours: inside our `prediction_interval`.
 
     `same_dataset`: whether our runs used the source's dataset; on stand-in data the source's
@@ -390,17 +396,18 @@ def versus_source(values: Sequence[float], source_value: float, same_dataset: bo
     Fewer than `MIN_PAIRS` runs give no interval. Returns `dict(kind="source", low, high,
     source, same_dataset, n, n_diverged, bounds, max_width, consistent, verdict)`, `consistent` being
     None when there is no verdict; `source_verdict_for` states the rule. `bounds=(0, 1)` is
-    for accuracies: pass `bounds=None` and a `max_width` in the metric's units for others.
+    for accuracies: pass `bounds=None` and a `max_width` in the metric's units for others;
+    `margin` is the tolerance within which the measured rule sets the value (0: none).
     """
     if source_value is None or not math.isfinite(float(source_value)):
         raise ValueError(f"source_value must be a finite number, got {source_value!r}")
     xs, n_diverged = _with_chance(list(values), chance, "versus_source")
     low, high = prediction_interval(xs, confidence, bounds) if len(xs) >= MIN_PAIRS else (None, None)
-    verdict = source_verdict_for(low, high, float(source_value), same_dataset, max_width, bounds)
-    consistent = {"consistent with the source": True, "not consistent with the source": False}.get(verdict)
+    verdict = source_verdict_for(low, high, float(source_value), same_dataset, max_width, bounds, margin)
+    consistent = verdict.startswith("consistent") or (False if verdict.startswith("not consistent") else None)
     return dict(kind="source", low=low, high=high, source=float(source_value), same_dataset=bool(same_dataset),
-                n=len(xs), n_diverged=n_diverged, bounds=bounds, max_width=max_width, consistent=consistent,
-                verdict=verdict)
+                n=len(xs), n_diverged=n_diverged, bounds=bounds, max_width=max_width, margin=margin,
+                consistent=consistent, verdict=verdict)
 
 
 # ============================================================================ checking a saved verdict
@@ -417,7 +424,8 @@ def _check_source(r: Mapping) -> str | None:
         return f"missing fields {missing}: not a row of stats.versus_source (rebuild the chapter)"
     if r["n"] < MIN_PAIRS and r["low"] is not None:
         return f"an interval from {r['n']} runs (fewer than {MIN_PAIRS}) is shown"
-    expected = source_verdict_for(r["low"], r["high"], r["source"], r["same_dataset"], r["max_width"], r["bounds"])
+    expected = source_verdict_for(r["low"], r["high"], r["source"], r["same_dataset"], r["max_width"], r["bounds"],
+                                  r.get("margin", 0.0))
     return None if r["verdict"] == expected else f"verdict {r['verdict']!r}, but its interval gives {expected!r}"
 
 

@@ -33,13 +33,13 @@ def test_markdown_table_formats_and_escapes_cells():
 def test_show_setup_lists_every_parameter_and_what_ran_it(capsys):
     page.show_setup(Chapter("03-x", dict(epochs=1, lr=0.2, n_train=2048, device="cpu")))
     out = capsys.readouterr().out
-    assert out.startswith("| parameter | value |") and "| epochs | 1 |" in out and "Ran on cpu with Python" in out
+    assert out.startswith("| parameter | value |") and "| `epochs` | `1` |" in out and "| `device` | `'cpu'` |" in out and "Ran on cpu with Python" in out
 
 
 def test_show_setup_writes_a_parameter_left_at_none_as_not_set(capsys):
     page.show_setup(Chapter("02-x", dict(lr_find_iters=None, n_train=None, dataset="auto")))
     out = capsys.readouterr().out
-    assert "| lr_find_iters | not set |" in out and "| n_train | not set |" in out and "None" not in out
+    assert "| `lr_find_iters` | not set |" in out and "| `n_train` | not set |" in out and "None" not in out
 
 
 def test_warnings_become_one_sentence_without_paths(monkeypatch, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from lsuvlib import reproduction as R
 from lsuvlib.experiment import Run, values_at
+from lsuvlib.lsuv_report import LSUVReport
 from lsuvlib.models import lenet
 from lsuvlib.sources import NOTEBOOK
 from lsuvlib.stats import check_verdict, paired, verdicts, versus_source
@@ -19,11 +20,11 @@ LAYERS = ["0.0", "1.0", "3.0", "4.0"]  # lenet's weight layers, as reports and m
 READER = ["conv 1 (6 ch)", "conv 2 (16 ch)", "linear 1 (120)", "linear 2 (84)"]
 
 
-def run(seed, accs, stopped=None, stds=(2.0, 2.0, 2.0, 2.0), means_after=None):
+def run(seed, accs, stopped=None, stds=(2.0, 2.0, 2.0, 2.0), means_after=None, variant="std"):
     """A finished (or stopped) run with LSUV rows when `means_after` is given, and trained activations."""
-    report = None if means_after is None else [
+    report = None if means_after is None else LSUVReport([
         SimpleNamespace(layer=layer, mean_after=m, std_after=1.0, converged=True, mean_via="sub")
-        for layer, m in zip(LAYERS, means_after)]
+        for layer, m in zip(LAYERS, means_after)], variant=variant, tol=1e-3)
     after = [dict(layer=layer, activation="GeneralRelu", mean=0.5, std=s) for layer, s in zip(LAYERS, stds)]
     return Run(seed, rows(accs), [], 0.0, stopped=stopped, lsuv_report=report, after_training=after, model=lenet())
 
@@ -95,6 +96,21 @@ def test_lsuv_means_sets_the_printed_means_beside_ours_under_reader_names():
                                                   max_width=R.MEAN_WIDTH)["verdict"]
     assert "| std | conv 1 (6 ch) | 0.33 ± 0.01 | 0.32 |" in table
     assert "`std` moved the means through `sub`, and every layer met its tolerance on every seed" in table
+
+
+def test_a_mean_the_rule_sets_to_within_its_tolerance_is_judged_within_that_tolerance():
+    """loop ends with |μ| ≤ 1e-3: the notebook's -0.00065 and our 2e-6 are one result stopped at other steps."""
+    loop = {"loop": [run(s, [0.9], means_after=[1e-6 * (s + 1)] * 4, variant="loop") for s in range(3)]}
+    records, table = R.lsuv_means(loop, "mnist")
+    printed = NOTEBOOK["loop_variant_means"]
+    assert all(not r["low"] <= q <= r["high"] for r, q in zip(records, printed))  # outside the tight interval
+    assert [r["verdict"] for r in records] == ["consistent within the tolerance ±0.001"] * 4
+    assert all(r["consistent"] and r["margin"] == 1e-3 and check_verdict(r) is None for r in records)
+    assert "4 of the notebook's 4 judged printed means are consistent" in table
+    std = {"std": [run(s, [0.9], means_after=[0.3205 + 1e-5 * s, 0.41, 0.636, 0.718]) for s in range(3)]}
+    first = R.lsuv_means(std, "mnist")[0][0]  # std does not set the mean: no tolerance to lean on
+    assert first["margin"] == 0 and first["verdict"] == "not consistent with the source"
+    assert check_verdict(dict(first, verdict="consistent within the tolerance ±0.001")) is not None
 
 
 def test_std_panels_show_each_layer_right_after_lsuv_and_after_training():

@@ -514,6 +514,9 @@ def finish_page(nb, page: str, run: dict) -> None:
     if own.startswith("---") and own.endswith("---"):  # the page's own front matter: Quarto reads only the first
         front = {**(yaml.safe_load(own[3:-3]) or {}), **front}
         nb.cells.pop(0)
+    heading = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")), "")
+    if heading and "citation" not in front:  # Quarto 1.9 would put the chapter number's markup in citation_title
+        front["citation"] = {"title": re.sub(r"\s*\{[^}]*\}$", "", heading[2:].strip())}
     cell = nbformat.v4.new_raw_cell("---\n" + yaml.safe_dump(front, sort_keys=False) + "---")
     cell.metadata["tags"] = ["lsuv-run"]
     nb.cells.insert(0, cell)

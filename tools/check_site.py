@@ -64,6 +64,7 @@ return {
   notebooks: Array.from(document.querySelectorAll('.quarto-code-links a')).map(a => a.getAttribute('href')),
   runTime: Array.from(document.querySelectorAll('.callout .callout-title-container')).map(text).join(' | '),
   citation: text(document.querySelector('#book-citation')),
+  scholarTitle: document.querySelector('meta[name="citation_title"]')?.content ?? '',
   brokenWords,
 };
 """
@@ -130,6 +131,8 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
     problems += [f"link to a missing file: {h}" for h in got["links"] if not (folder / h.split("#")[0]).exists()]
     if not got["citation"]:
         problems.append("no citation block")
+    if not got["scholarTitle"] or re.search(r"[{}\[\]`]", got["scholarTitle"]):  # what reference managers file it under
+        problems.append(f"citation_title meta tag is not a plain title: {got['scholarTitle']!r}")
     notebook = site / page.replace(".html", ".ipynb")
     if (site / "source" / page).with_suffix(".ipynb").is_file():  # a page built from a notebook (not the glossary)
         if len(got["notebooks"]) != 2:
