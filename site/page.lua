@@ -12,8 +12,11 @@ local function duration(seconds)
   return string.format("%.1f min", s / 60)
 end
 
+-- The page's file name without extension; a folder's index page is named after its folder.
 local function page_stem()
-  return (quarto.doc.input_file:match("([^/]+)%.[^./]+$") or "index")
+  local rel = quarto.doc.input_file:sub(#quarto.project.directory + 2)
+  local stem = rel:match("([^/]+)%.[^./]+$") or "index"
+  return stem == "index" and rel:match("([^/]+)/[^/]+$") or stem
 end
 
 -- A chapter's title without the number Quarto puts in front of it.

@@ -46,7 +46,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the lsuvlib beside this tool, installed or not
-from lsuvlib.atomic import atomic_open  # noqa: E402
+from lsuvlib.atomic import atomic_open, write_text  # noqa: E402
 from lsuvlib.results import BUILD_ENV, BUILD_MANIFEST, MANIFEST_SCHEMA, file_sha256  # noqa: E402
 
 RESERVED = ("results_dir",)  # set by the build: results go where the site links them
@@ -290,8 +290,9 @@ def make_plan(args) -> dict:
                              f"{', '.join(sorted(installed))}{f'; did you mean {hint[0]!r}?' if hint else ''}.")
     params = {p: {k: v for k, (v, _) in final_values(stem(p), layers).items() if k in specs.get(stem(p), {})}
               for p in notebooks}
+    citation = (yaml.safe_load((root / "_quarto.yml").read_text()) or {}).get("citation") or {}
     return dict(root=root, out=out, pages=pages, order=[p for p in order if p in selected], params=params,
-                specs=specs, kernels=kernels, quarto=quarto, args=args)
+                specs=specs, kernels=kernels, quarto=quarto, citation=citation, args=args)
 
 
 def cli_value(text: str):
@@ -500,7 +501,16 @@ def execute(plan: dict, page: str, tmp: Path, env: dict, private: Path) -> str:
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def finish_page(nb, page: str, run: dict) -> None:
+def cite_as(front: dict, markdown: str, citation: dict) -> dict:
+    """Front matter with the page's plain title as its citation title (Quarto 1.9 puts a book chapter's
+    number markup there); a page's `citation` replaces the project's, so the project's fields come along."""
+    heading = re.search(r"^# (.+?)(?:\s*\{[^}]*\})?\s*$", markdown, re.M)
+    if heading and "citation" not in front:
+        front["citation"] = {**citation, "title": re.sub(r"[`*]", "", heading.group(1))}  # plain text
+    return front
+
+
+def finish_page(nb, page: str, run: dict, citation: dict) -> None:
     """What the site shows about the run, as front matter for site/page.lua: notebook links, time, changes."""
     nb.cells = [c for c in nb.cells if "lsuv-run" not in c.metadata.get("tags", [])]
     for cell in nb.cells:  # papermill's cell of injected values: Quarto drops cells tagged remove-cell
@@ -514,9 +524,7 @@ def finish_page(nb, page: str, run: dict) -> None:
     if own.startswith("---") and own.endswith("---"):  # the page's own front matter: Quarto reads only the first
         front = {**(yaml.safe_load(own[3:-3]) or {}), **front}
         nb.cells.pop(0)
-    heading = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")), "")
-    if heading and "citation" not in front:  # Quarto 1.9 would put the chapter number's markup in citation_title
-        front["citation"] = {"title": re.sub(r"\s*\{[^}]*\}$", "", heading[2:].strip())}
+    cite_as(front, "\n".join(c.source for c in nb.cells if c.cell_type == "markdown"), citation)
     cell = nbformat.v4.new_raw_cell("---\n" + yaml.safe_dump(front, sort_keys=False) + "---")
     cell.metadata["tags"] = ["lsuv-run"]
     nb.cells.insert(0, cell)
@@ -551,7 +559,7 @@ def run_chapter(plan: dict, page: str, manifest: Manifest, key: str, private: Pa
     if (not plan["args"].force and previous.get("status") == "ok" and previous.get("key") == key and dest.is_file()
             and previous.get("results_sha256") == (file_sha256(results) if results.is_file() else None)):
         nb = refresh(plan["root"] / page, dest)
-        finish_page(nb, page, previous["run"])
+        finish_page(nb, page, previous["run"], plan["citation"])
         write_notebook(nb, dest)
         print(f"      reused: unchanged since build {previous['run']['build']}, which ran it in "
               f"{previous['seconds']:.1f} s", flush=True)
@@ -596,7 +604,7 @@ def run_chapter(plan: dict, page: str, manifest: Manifest, key: str, private: Pa
                   run=dict(seconds=record["seconds"], finished=record["finished"], build=manifest.build_id,
                            machine=machine((data or {}).get("device", "cpu")), changed=changed))
     nb = nbformat.read(tmp, 4)
-    finish_page(nb, page, record["run"])
+    finish_page(nb, page, record["run"], plan["citation"])
     write_notebook(nb, dest)
     tmp.unlink()
     return record
@@ -628,8 +636,12 @@ def render(plan: dict, manifest: Manifest) -> bool:
         for src in root.glob(pattern):
             copy(src, book / src.name)
     for page in plan["pages"]:
-        if not page.endswith(".ipynb"):
-            copy(root / page, book / page)
+        if not page.endswith(".ipynb"):  # a Markdown page: its front matter gets the citation title too
+            text = (root / page).read_text()
+            front, body = re.fullmatch(r"(?:---\n(.*?)\n---\n)?(.*)", text, re.S).groups()
+            front = cite_as(yaml.safe_load(front or "") or {}, body, plan["citation"])
+            (book / page).parent.mkdir(parents=True, exist_ok=True)
+            write_text(book / page, "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body)
         else:
             copy(root / page, book / "source" / page)
             if not (book / page).is_file() or manifest.data["chapters"].get(stem(page), {}).get("status") != "ok":

@@ -129,8 +129,8 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
     problems += [f"word broken inside a table cell: {w!r}" for w in got["brokenWords"][:5]]
     folder = (site / page).parent
     problems += [f"link to a missing file: {h}" for h in got["links"] if not (folder / h.split("#")[0]).exists()]
-    if not got["citation"]:
-        problems.append("no citation block")
+    if not got["citation"] or "{}" in got["citation"] or "In ." in got["citation"]:
+        problems.append(f"no citation block, or one with an empty field: {got['citation'][:160]!r}")
     if not got["scholarTitle"] or re.search(r"[{}\[\]`]", got["scholarTitle"]):  # what reference managers file it under
         problems.append(f"citation_title meta tag is not a plain title: {got['scholarTitle']!r}")
     notebook = site / page.replace(".html", ".ipynb")
