@@ -247,11 +247,24 @@ def test_a_pages_own_front_matter_joins_the_one_quarto_reads():
 
     nb = _notebook(nbformat.v4.new_raw_cell('---\ntitle: "# Preface {.unnumbered}"\ncitation:\n  type: book\n---'),
                    nbformat.v4.new_markdown_cell("Prose."))
-    build_book.finish_page(nb, "index.ipynb", dict(build="B", seconds=1.0))
+    build_book.finish_page(nb, "index.ipynb", dict(build="B", seconds=1.0), {"type": "chapter"})
     [raw] = [c for c in nb.cells if c.cell_type == "raw"]
     front = yaml.safe_load(raw.source.strip("-\n"))
     assert front["title"] == "# Preface {.unnumbered}" and front["citation"] == {"type": "book"}
     assert front["lsuv-run"] == dict(build="B", seconds=1.0) and nb.cells[0] is raw
+
+
+def test_a_chapter_is_cited_by_its_plain_title_with_the_projects_citation_fields():
+    """Quarto 1.9 writes a book chapter's number markup into citation_title, and a page's `citation`
+    replaces the project's: the build writes the plain heading and carries the project's fields."""
+    import yaml
+
+    nb = _notebook(nbformat.v4.new_markdown_cell("# The `lsuvlib` *baseline* {#sec-baseline}\n\nProse."))
+    build_book.finish_page(nb, "chapters/03-baseline.ipynb", dict(build="B"), {"type": "chapter", "version": "1"})
+    front = yaml.safe_load(nb.cells[0].source.strip("-\n"))
+    assert front["citation"] == {"type": "chapter", "version": "1", "title": "The lsuvlib baseline"}
+    page = build_book.cite_as({"number-depth": 1}, "Intro\n\n# Glossary {#sec-glossary}\n", {"type": "chapter"})
+    assert page == {"number-depth": 1, "citation": {"type": "chapter", "title": "Glossary"}}
 
 
 def test_the_real_book_lists_every_chapter_notebook_in_order():
