@@ -581,14 +581,19 @@ def test_an_interrupted_build_keeps_finished_outputs_and_leaves_no_temporaries(p
     assert m["chapters"]["03-slow"]["build_id"] != m["build_id"], "its earlier record stands"
 
 
+def with_old_site(out: Path) -> Path:
+    """A build folder with a rendered site from before, which the next build must not leave in place."""
+    (out / "site").mkdir()
+    (out / "site/index.html").write_text("an old site")
+    return out
+
+
 @slow
 def test_a_killed_build_is_found_and_what_it_left_is_set_aside(provenance, tmp_path):
     from lsuvlib.results import load_build
 
     root, out, _ = provenance
-    copy = copy_out(out, tmp_path)
-    (copy / "site").mkdir()
-    (copy / "site/index.html").write_text("an old site")
+    copy = with_old_site(copy_out(out, tmp_path))
     proc = subprocess.Popen([sys.executable, str(TOOLS / "build_book.py"), "--root", str(root), "--out", str(copy),
                              "--no-render", "--force", "--chapter", "3", "-p", "sleep", "60"], cwd=tmp_path,
                             stdout=subprocess.PIPE, text=True)
@@ -625,9 +630,7 @@ def test_a_truncated_manifest_is_reported_and_kept(provenance, tmp_path):
 @slow
 def test_a_build_without_rendering_moves_the_old_site_aside(provenance, tmp_path):
     root, out, _ = provenance
-    copy = copy_out(out, tmp_path)
-    (copy / "site").mkdir()
-    (copy / "site/index.html").write_text("an old site")
+    copy = with_old_site(copy_out(out, tmp_path))
     proc = run_build("--root", str(root), "--out", str(copy), "--no-render", "--chapter", "1", cwd=tmp_path)
     assert "no longer matches the results (--no-render)" in proc.stdout
     assert not (copy / "site").exists() and list(copy.glob("stale/*/site/index.html"))
