@@ -59,8 +59,9 @@ return {
   prose: Array.from(main.querySelectorAll('p, li')).filter(e => !e.closest('pre, code, .sourceCode, table'))
              .map(e => text(e)),
   body: text(main),
-  links: Array.from(main.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))
-             .filter(h => !/^(#|https?:|mailto:)/.test(h)),
+  // Resolved by the browser (Quarto's scripts make some links absolute): pages of this site, from its root.
+  links: Array.from(main.querySelectorAll('a[href]')).map(a => new URL(a.href))
+             .filter(u => u.origin === location.origin).map(u => decodeURI(u.pathname).slice(1)),
   notebooks: Array.from(document.querySelectorAll('.quarto-code-links a')).map(a => a.getAttribute('href')),
   runTime: Array.from(document.querySelectorAll('.callout .callout-title-container')).map(text).join(' | '),
   citation: text(document.querySelector('#book-citation')),
@@ -128,7 +129,9 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
         problems.append(f"raw reStructuredText: {got['body'][max(0, m.start() - 30):m.end() + 30]!r}")
     problems += [f"word broken inside a table cell: {w!r}" for w in got["brokenWords"][:5]]
     folder = (site / page).parent
-    problems += [f"link to a missing file: {h}" for h in got["links"] if not (folder / h.split("#")[0]).exists()]
+    problems += [f"link to a missing file: {h}" for h in got["links"] if not (site / h).exists()]
+    if not [h for h in got["links"] if h != page]:  # a reader should never reach a dead end
+        problems.append("links to no other page of the book")
     if not got["citation"] or "{}" in got["citation"] or "In ." in got["citation"]:
         problems.append(f"no citation block, or one with an empty field: {got['citation'][:160]!r}")
     if not got["scholarTitle"] or re.search(r"[{}\[\]`]", got["scholarTitle"]):  # what reference managers file it under
