@@ -33,39 +33,39 @@ _STALLED = ("progress stalled; the measured output does not follow this layer's 
 # `t.readings(gap, tol)` yields (mu, sigma) until the gap is within tol; each docstring is `VARIANT_INFO`.
 
 def _std(t: _Layer, tol: float) -> None:
-    """W ← W/σ at the activation until |σ−1| ≤ 1e-3; no mean move. Seed notebook's type 1 ('std only',
-    which it calls like the paper; the paper's own rule is 'paper')."""
+    """W ← W/σ at the activation until |σ−1| ≤ 1e-3, the mean left where it is (the seed notebook's
+    type 1)."""
     for mu, sigma in t.readings(lambda mu, sigma: abs(sigma - 1), tol):
         t.weight /= sigma
 
 
 def _mean_std(t: _Layer, tol: float) -> None:
-    """shift by μ until |μ| ≤ 1e-3, then W ← W/σ until |σ−1| ≤ 1e-3. Seed notebook's type 2, after fastai
-    course-v3 lesson 07a."""
+    """Shift by μ until |μ| ≤ 1e-3, then W ← W/σ until |σ−1| ≤ 1e-3 (the seed notebook's type 2, after fastai
+    course-v3 lesson 07a)."""
     for mu, sigma in t.readings(lambda mu, sigma: abs(mu), tol):
         t.shift(mu)
     _std(t, tol)
 
 
 def _loop(t: _Layer, tol: float) -> None:
-    """each step, from one measurement: shift by μ and W ← W/σ, until |μ| and |σ−1| ≤ 1e-3; mean through
-    GeneralRelu's sub. Seed notebook's type 3."""
+    """Each step, from one measurement, shift by μ (through GeneralRelu's `sub` where there is one) and W ← W/σ,
+    until |μ| and |σ−1| are both ≤ 1e-3 (the seed notebook's type 3)."""
     for mu, sigma in t.readings(lambda mu, sigma: max(abs(mu), abs(sigma - 1)), tol):
         t.shift(mu)
         t.weight /= sigma
 
 
 def _blog(t: _Layer, tol: float) -> None:
-    """each step, from one measurement at the GeneralRelu output: bias ← bias − μ, W ← W/σ, until |μ| and
-    |σ−1| < 1e-3. The blog's LSUV callback (bounded here by max_iters; the blog had no bound)."""
+    """Each step, from one measurement at the GeneralRelu output, bias ← bias − μ and W ← W/σ, until |μ| and
+    |σ−1| are both < 1e-3 (the blog's LSUV callback, bounded here by `max_iters` where the blog had no bound)."""
     for mu, sigma in t.readings(lambda mu, sigma: max(abs(mu), abs(sigma - 1)), tol):
         t.bias -= mu
         t.weight /= sigma
 
 
 def _paper(t: _Layer, tol: float) -> None:
-    """orthonormal pre-init; per conv/linear layer, last included, W ← W/√Var of its output (before the
-    non-linearity) until |Var−1| < 0.1. Mishkin & Matas 2016, Algorithm 1."""
+    """Orthonormal weights first, then for each conv or linear layer, the last included, W ← W/√Var of its output
+    before the non-linearity until |Var−1| < 0.1 (Mishkin & Matas 2016, Algorithm 1)."""
     for _, sigma in t.readings(lambda mu, sigma: abs(sigma ** 2 - 1), tol, strict=True):
         t.weight /= math.sqrt(sigma ** 2)
 

@@ -2,13 +2,15 @@
 
 The notebook (`sources.NOTEBOOK`) trained a LeNet on MNIST once per variant, printed a table of
 test accuracies after epochs 1 and 3, and drew two conclusions from it. `notebook_claims` makes
-them one family for `stats.verdicts` (`between_variants` picks those about its 2-point gaps); `versus_notebook` and `lsuv_means` set its numbers beside
-our runs with `stats.versus_source`; `accuracy_panels`, `difference_panels` and `std_panels`
-give `charts.plot_seed_dots` its data; `after_training` answers the notebook's remark that the
-activations end up "much the same after training".
+them one family for `stats.verdicts` (`between_variants` picks those about its 2-point gaps), and
+`finding` says in words which of them hold; `versus_notebook` and `lsuv_means` set its numbers
+beside our runs with `stats.versus_source`; `accuracy_panels`, `difference_panels` and
+`std_panels` give `charts.plot_seed_dots` its data; `after_training` answers the notebook's remark
+that the activations end up "much the same after training".
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -17,15 +19,16 @@ from .hooks import reader_names
 from .lsuv import VARIANT_INFO
 from .page import Table, markdown_table, stand_in_note
 from .sources import NOTEBOOK
-from .stats import fmt_mean_sd, paired, summarise, versus_source
+from .stats import MIN_PAIRS, fmt_mean_sd, min_detectable_effect, paired, pairs_needed, summarise, versus_source
 
 if TYPE_CHECKING:
     from .data import ImageSet
 
-NAMES = {"none": "no LSUV", "std": "LSUV, std only", "mean_std": "LSUV, mean then std",
-         "loop": "LSUV, mean and std in a loop"}
-IN_NOTEBOOK = {"none": "no LSUV", "std": "type 1, std only", "mean_std": "type 2, mean then std",
-               "loop": "type 3, mean then std in a loop"}
+NAMES = {"none": "no LSUV", "std": "LSUV (std only)", "mean_std": "LSUV (mean, then std)", "loop": "LSUV (loop)"}
+IN_NOTEBOOK = {"none": "no LSUV", "std": "std only", "mean_std": "mean then std", "loop": "mean then std, in a loop"}
+# What the other chapters call the same initialisation (a reader meets `loop` under three names).
+ELSEWHERE = {"none": "“PyTorch default” in @sec-depth",
+             "loop": "“the library's variant” in @sec-lsuv-callback, “LSUV (loop)” in @sec-depth"}
 MEAN_WIDTH = 0.2  # a prediction interval for a layer mean wider than a fifth of the unit std LSUV sets could not fail
 
 
@@ -41,14 +44,15 @@ def check_setup(variants: Sequence[str], lrs: Sequence[float], epochs: int) -> N
 
 def configs(variants: Sequence[str]) -> dict[str, str]:
     """A label a reader understands for each configuration in `runs`."""
-    return {v: f"LeNet, {NAMES.get(v, f'LSUV, {v}')}" for v in variants}
+    return {v: f"LeNet, {NAMES.get(v, f'LSUV ({v})')}" for v in variants}
 
 
 def variant_table(variants: Sequence[str]) -> Table:
-    """What each variant does to each layer, and its name in the notebook."""
+    """What each variant does to each layer, its name in the notebook and in the book's other chapters."""
     return markdown_table([{"variant": f"`{v}`", "what each layer gets": "PyTorch's default initialisation, no LSUV"
                             if v == "none" else _unbroken(VARIANT_INFO[v]),
-                            "in the notebook": IN_NOTEBOOK.get(v, "not run by the notebook")} for v in variants])
+                            "the notebook's name": IN_NOTEBOOK.get(v, "not run by the notebook"),
+                            "in other chapters": ELSEWHERE.get(v, "only in this chapter")} for v in variants])
 
 
 def _unbroken(text: str) -> str:
@@ -74,7 +78,15 @@ def notebook_claims(runs: Mapping[str, Sequence[Run]], epochs: int, chance: floa
 def between_variants(rows: Sequence[dict]) -> list[dict]:
     """The claims about the effect the chapter is about: one LSUV variant ahead of another after epoch 1
     (the notebook's gaps of about 2 points); all `rows` when this build tested none of them."""
-    return [r for r in rows if r["claim"].endswith("epoch 1") and "none" not in r["claim"]] or list(rows)
+    return _among_variants(rows) or list(rows)
+
+
+def _among_variants(rows: Sequence[dict]) -> list[dict]:
+    return [r for r in rows if r["claim"].endswith("epoch 1") and "none" not in r["claim"]]
+
+
+def _against_none(rows: Sequence[dict]) -> list[dict]:
+    return [r for r in rows if r["kind"] == "order" and r["claim"].split(",")[0].endswith(" none")]
 
 
 def _compared_epochs(epochs: int) -> list[int]:
@@ -182,23 +194,54 @@ def lsuv_means(runs: Mapping[str, Sequence[Run]], dataset: str) -> tuple[list, T
                 experiment=f"{v}, {layer}: mean after LSUV", label=configs([v])[v])
             records += [r] if r else []
             cells.append({"variant": v, "layer": layer, "mean after LSUV, ours": _mean_sd(means),
-                          "the notebook (one run)": "–" if r is None else f"{quoted:.2g}",
+                          "the notebook (one run)": "–" if r is None else _fixed(quoted),
                           "one run of ours would fall in (95%)": "–" if r is None or r["low"] is None
-                          else f"{r['low']:.2g} to {r['high']:.2g}", "verdict": "–" if r is None else r["verdict"]})
+                          else f"{_fixed(r['low'])} to {_fixed(r['high'])}",
+                          "verdict": "–" if r is None else r["verdict"]})
         via = sorted({row.mean_via for rep in reports for row in rep} - {"-", ""})
         missed = sum(not row.converged for rep in reports for row in rep)
-        notes.append(f"`{v}` " + (f"moved the means through {', '.join(f'`{w}`' for w in via)}" if via
-                                  else "left the means where they were")
-                     + (f", and {missed} layer settings of {sum(map(len, reports))} missed their tolerance"
-                        if missed else ", and every layer met its tolerance on every seed"))
-    note = "; ".join(notes) + "." if notes else ""
-    return records, Table(markdown_table(cells) + "\n\n" + source_count(records, "printed means") + " " + note)
+        notes.append((v, f"moved the means through {', '.join(f'`{w}`' for w in via)}" if via
+                      else "left the means where they were", missed, sum(map(len, reports))))
+    return records, Table(markdown_table(cells) + "\n\n" + source_count(records, "printed means") + " "
+                          + _tolerance_note(notes))
+
+
+def _tolerance_note(notes: Sequence[tuple[str, str, int, int]]) -> str:
+    """Where the variants moved the means (`(variant, how, missed, total)` each), alike ones together, and
+    whether every layer met its tolerance, said once."""
+    if not notes:
+        return ""
+    alike: dict[str, list[str]] = {}
+    for v, how, missed, total in notes:
+        alike.setdefault(how + (f" ({missed} of {total} layer settings missed their tolerance)" if missed else ""),
+                         []).append(f"`{v}`")
+    lead = "" if any(n[2] for n in notes) else "Every layer met its tolerance on every seed. "
+    return lead + "; ".join(f"{_and(vs)} {how}" for how, vs in alike.items()) + "."
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _fixed(x: float, decimals: int | None = None) -> str:
+    """`x` without an exponent and with a true minus sign, to three significant digits (0.440, −0.0000640)
+    or to `decimals` places."""
+    if not math.isfinite(x):
+        return f"{x:g}"
+    return "0" if x == 0 else f"{x:.{_decimals(x) if decimals is None else decimals}f}".replace("-", "−")
+
+
+def _decimals(x: float, digits: int = 3) -> int:
+    return 0 if x == 0 else max(0, digits - 1 - math.floor(math.log10(abs(x))))
 
 
 def _mean_sd(xs: Sequence[float]) -> str:
-    """Two significant digits, so a mean near 0 reads 0.00051, not 0.0000 or -0.0000."""
+    """The mean to three significant digits, the sd to as many places (at most three digits, at least one)."""
     s = summarise(xs)
-    return f"{s['mean']:.2g}" if len(xs) < 2 else f"{s['mean']:.2g} ± {s['sd']:.2g}"
+    if len(xs) < 2:
+        return _fixed(s["mean"])
+    places = min(max(_decimals(s["mean"]), _decimals(s["sd"], 1)), _decimals(s["sd"]))
+    return f"{_fixed(s['mean'])} ± {_fixed(s['sd'], places)}"
 
 
 def _trained_stds(rs: Sequence[Run], reader: Mapping[str, str]) -> dict[str, list[float]]:
@@ -275,20 +318,88 @@ COUNTED = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do no
            "not resolved": ("is not resolved", "are not resolved")}
 
 
-def finding(rows: Sequence[dict], n_seeds: int, dataset: str) -> dict:
-    """The chapter's question and its computed answer, for the summary and the preface."""
+def finding(rows: Sequence[dict], n_seeds: int, dataset: str, effect: float) -> dict:
+    """The chapter's question and its computed answer, for the page, the summary and the preface: the
+    verdicts counted, then in words for each of the notebook's three statements (LSUV ahead of none;
+    the variants' order after one epoch, with the seeds `effect` points would need; the variants
+    level after three epochs)."""
     question = (f"Is the seed notebook's ordering of LSUV variants for a LeNet on {dataset} real over paired "
                 "seeds: after one epoch loop ahead of mean then std, ahead of std only, ahead of none; after "
                 "three, all level?")
     if not rows:
         return dict(question=question, answer="No claim could be tested in this build.")
-    counts = [(sum(r["verdict"] == v for r in rows), words) for v, words in COUNTED.items()]
-    answer = (f"Of the notebook's {len(rows)} claims, over {n_seeds} paired seeds, "
-              + ", ".join(f"{k} {words[k != 1]}" for k, words in counts if k) + ".")
-    by_claim = {r["claim"]: r for r in rows}
-    for claim in ("loop > none, epoch 1", "loop > mean_std, epoch 1"):
-        if claim in by_claim:
-            r = by_claim[claim]
-            other = claim.split()[2].rstrip(",")
-            answer += f" After one epoch, loop − {other}: {r['effect']:+.1f} points ({r['verdict']})."
-    return dict(question=question, answer=answer)
+    answer = [f"Of the notebook's {len(rows)} claims, over {n_seeds} paired seeds, {', '.join(_counted(rows))}."]
+    ahead, order, level = _against_none(rows), _among_variants(rows), [r for r in rows if r["kind"] == "tie"]
+    if ahead:
+        gaps = " and ".join(f"{_gap(rs)} points after epoch {e}" for e, rs in _by_epoch(ahead).items())
+        answer.append((f"LSUV helps: every variant is ahead of no LSUV, by {gaps}" if _all(ahead, "holds") else
+                       f"Whether every variant is ahead of no LSUV is {_settled(ahead)}: the variants minus no "
+                       f"LSUV are {gaps}") + f" ({_tally(ahead)}).")
+    if order:
+        answer.append("The order the notebook saw among the variants after one epoch is "
+                      + ("real" if _all(order, "holds") else _settled(order))
+                      + f": the gaps are {_gap(order)} points ({_tally(order)})" + _resolution(order, effect) + ".")
+    if level:
+        margin = level[0]["margin"]
+        answer.append(("After three epochs the variants are level, as the notebook said: they differ by "
+                       if _all(level, "holds") else
+                       f"Whether the variants are level after three epochs is {_settled(level)}: they differ by ")
+                      + f"{_gap(level)} points, the tie margin being ±{margin:g} point{'s' * (margin != 1)} "
+                      f"({_tally(level)}).")
+    return dict(question=question, answer=" ".join(answer))
+
+
+def _by_epoch(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["claim"].rsplit("epoch ", 1)[1], []).append(r)
+    return out
+
+
+def _gap(rows: Sequence[dict]) -> str:
+    low, high = min(r["effect"] for r in rows), max(r["effect"] for r in rows)
+    return f"{low:+.1f}" if f"{low:+.1f}" == f"{high:+.1f}" else f"{low:+.1f} to {high:+.1f}"
+
+
+def _all(rows: Sequence[dict], verdict: str) -> bool:
+    return all(r["verdict"] == verdict for r in rows)
+
+
+def _settled(rows: Sequence[dict]) -> str:
+    """How far a statement that does not simply hold is settled by its claims' verdicts."""
+    return "not resolved" if _all(rows, "not resolved") else "partly settled" if any(
+        r["verdict"] == "not resolved" for r in rows) else "settled the other way"
+
+
+def _tally(rows: Sequence[dict]) -> str:
+    """'all 3 claims hold', 'neither claim is resolved', '2 of 3 claims hold, 1 is not resolved'."""
+    n, said = len(rows), _counted(rows)
+    if len(said) > 1:
+        return f"{said[0].replace(' ', f' of {n} claims ', 1)}, " + ", ".join(said[1:])
+    v = rows[0]["verdict"]
+    if n > 1 and v in ("not resolved", "does not hold"):
+        return f"{'neither claim' if n == 2 else f'none of the {n} claims'} " + (
+            "is resolved" if v == "not resolved" else "holds")
+    return f"{'1 claim' if n == 1 else 'both claims' if n == 2 else f'all {n} claims'} {COUNTED[v][n != 1]}"
+
+
+def _counted(rows: Sequence[dict]) -> list[str]:
+    """Each verdict the rows reach, counted: ['9 hold', '3 are not resolved']."""
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in COUNTED}
+    return [f"{k} {COUNTED[v][k != 1]}" for v, k in counts.items() if k]
+
+
+def _resolution(rows: Sequence[dict], effect: float) -> str:
+    """What the seeds could resolve, for rows not all resolved: the interval's half-width and the seeds
+    `effect` points would need at the spread measured (`stats.pairs_needed`)."""
+    if all(r["verdict"] in ("holds", "reversed") for r in rows):
+        return ""
+    n, m = rows[0]["n"], rows[0]["m"]
+    sds = [r["sd"] for r in rows if r["sd"] is not None]
+    if n < MIN_PAIRS or not sds:
+        return f"; {n} seed{'s' * (n != 1)} give{'s' * (n == 1)} no interval, at least {MIN_PAIRS} are needed"
+    sd, confidence = max(sds), rows[0]["confidence"]
+    text = f"; {n} seeds resolve only gaps larger than {min_detectable_effect(sd, n, m, confidence):.1f} points"
+    return text + ("" if sd == 0 else f", and at the spread measured (the per-seed differences have an sd of up to "
+                   f"{sd:.1f} points) resolving {effect:g} points would take about "
+                   f"{pairs_needed(effect, sd, m, confidence)} seeds")

@@ -12,7 +12,7 @@ from lsuvlib.experiment import Run, values_at
 from lsuvlib.lsuv_report import LSUVReport
 from lsuvlib.models import lenet
 from lsuvlib.sources import NOTEBOOK
-from lsuvlib.stats import check_verdict, paired, verdicts, versus_source
+from lsuvlib.stats import check_verdict, min_detectable_effect, pairs_needed, verdicts, versus_source
 
 from history_rows import rows
 
@@ -20,10 +20,11 @@ LAYERS = ["0.0", "1.0", "3.0", "4.0"]  # lenet's weight layers, as reports and m
 READER = ["conv 1 (6 ch)", "conv 2 (16 ch)", "linear 1 (120)", "linear 2 (84)"]
 
 
-def run(seed, accs, stopped=None, stds=(2.0, 2.0, 2.0, 2.0), means_after=None, variant="std"):
+def run(seed, accs, stopped=None, stds=(2.0, 2.0, 2.0, 2.0), means_after=None, variant="std", via="sub",
+        converged=True):
     """A finished (or stopped) run with LSUV rows when `means_after` is given, and trained activations."""
     report = None if means_after is None else LSUVReport([
-        SimpleNamespace(layer=layer, mean_after=m, std_after=1.0, converged=True, mean_via="sub")
+        SimpleNamespace(layer=layer, mean_after=m, std_after=1.0, converged=converged, mean_via=via)
         for layer, m in zip(LAYERS, means_after)], variant=variant, tol=1e-3)
     after = [dict(layer=layer, activation="GeneralRelu", mean=0.5, std=s) for layer, s in zip(LAYERS, stds)]
     return Run(seed, rows(accs), [], 0.0, stopped=stopped, lsuv_report=report, after_training=after, model=lenet())
@@ -94,8 +95,22 @@ def test_lsuv_means_sets_the_printed_means_beside_ours_under_reader_names():
     assert all(r["bounds"] is None and r["max_width"] == R.MEAN_WIDTH and check_verdict(r) is None for r in records)
     assert records[0]["verdict"] == versus_source([0.32, 0.33, 0.34], 0.32, True, bounds=None,
                                                   max_width=R.MEAN_WIDTH)["verdict"]
-    assert "| std | conv 1 (6 ch) | 0.33 ± 0.01 | 0.32 |" in table
-    assert "`std` moved the means through `sub`, and every layer met its tolerance on every seed" in table
+    assert "| std | conv 1 (6 ch) | 0.330 ± 0.010 | 0.320 | 0.280 to 0.380 |" in table  # three significant digits
+    assert table.endswith("Every layer met its tolerance on every seed. `std` moved the means through `sub`.")
+
+
+def test_lsuv_means_says_once_how_the_variants_moved_the_means_and_writes_small_means_without_exponents():
+    runs = {"std": [run(s, [0.9], means_after=[0.5] * 4, via="-") for s in range(3)],
+            "mean_std": [run(s, [0.9], means_after=[0.25] * 4) for s in range(3)],
+            "loop": [run(s, [0.9], means_after=[1.4e-5 * (s + 1)] * 4, variant="loop") for s in range(3)]}
+    table = R.lsuv_means(runs, "mnist")[1]
+    assert table.endswith("Every layer met its tolerance on every seed. `std` left the means where they were; "
+                          "`mean_std` and `loop` moved the means through `sub`.")
+    assert "| loop | linear 2 (84) | 0.0000280 ± 0.0000140 | −0.000650 |" in table and "e-0" not in table
+    runs["loop"][0] = run(0, [0.9], means_after=[0.0] * 4, variant="loop", converged=False)
+    assert R.lsuv_means(runs, "mnist")[1].endswith(
+        "`std` left the means where they were; `mean_std` moved the means through `sub`; `loop` moved the means "
+        "through `sub` (4 of 12 layer settings missed their tolerance).")
 
 
 def test_a_mean_the_rule_sets_to_within_its_tolerance_is_judged_within_that_tolerance():
@@ -151,14 +166,40 @@ def test_after_training_compares_the_gap_between_variants_with_the_spread_of_see
     assert "do not end quite the same" in R.after_training(apart)["sentence"]
 
 
-def test_finding_counts_every_verdict_and_reports_loops_lead():
-    a, b = {0: 0.90, 1: 0.91, 2: 0.92}, {0: 0.85, 1: 0.86, 2: 0.88}
-    rows_ = verdicts([dict(claim="loop > none, epoch 1", a=a, b=b), dict(claim="loop > mean_std, epoch 1", a=b, b=a)])
-    found = R.finding(rows_, n_seeds=3, dataset="MNIST")
+def test_finding_says_in_words_which_statements_hold_and_what_the_unresolved_order_would_need():
+    seeds = range(6)
+    none = {s: 0.70 + 0.01 * s for s in seeds}
+    std = {s: 0.90 + 0.002 * s for s in seeds}
+    loop = {s: std[s] + (0.03 if s % 2 else -0.01) for s in seeds}  # +1 point on average, sd about 2.2
+    level = {s: 0.95 for s in seeds}
+    rows_ = verdicts([dict(claim="loop > std, epoch 1", a=loop, b=std),
+                      dict(claim="loop > none, epoch 1", a=loop, b=none),
+                      dict(claim="std > none, epoch 1", a=std, b=none),
+                      dict(claim="loop ≈ std, epoch 3", a=level, b={s: 0.949 for s in seeds}, kind="tie")])
+    found = R.finding(rows_, n_seeds=6, dataset="MNIST", effect=2.0)
     assert "LeNet on MNIST" in found["question"]
-    assert found["answer"].startswith("Of the notebook's 2 claims, over 3 paired seeds, 1 holds, 1 is reversed.")
-    assert f"loop − none: +{100 * paired(a, b).mean:.1f} points (holds)" in found["answer"]
-    assert R.finding([], 3, "MNIST")["answer"] == "No claim could be tested in this build."
+    gaps = sorted(r["effect"] for r in rows_[1:3])
+    sd = rows_[0]["sd"]
+    assert found["answer"] == (
+        "Of the notebook's 4 claims, over 6 paired seeds, 3 hold, 1 is not resolved. "
+        f"LSUV helps: every variant is ahead of no LSUV, by +{gaps[0]:.1f} to +{gaps[1]:.1f} points after epoch 1 "
+        "(both claims hold). The order the notebook saw among the variants after one epoch is not resolved: the "
+        f"gaps are +{rows_[0]['effect']:.1f} points (1 claim is not resolved); 6 seeds resolve only gaps larger than "
+        f"{min_detectable_effect(sd, 6, 4):.1f} points, and at the spread measured (the per-seed differences have "
+        f"an sd of up to {sd:.1f} points) resolving 2 points would take about {pairs_needed(2.0, sd, 4)} seeds. "
+        "After three epochs the variants are level, as the notebook said: they differ by +0.1 points, the tie "
+        "margin being ±1 point (1 claim holds).")
+    assert R.finding([], 3, "MNIST", 2.0)["answer"] == "No claim could be tested in this build."
+
+
+def test_finding_with_too_few_seeds_says_nothing_is_settled_and_why():
+    a, b = {0: 0.90, 1: 0.91}, {0: 0.85, 1: 0.86}
+    rows_ = verdicts([dict(claim="loop > none, epoch 1", a=a, b=b), dict(claim="loop > std, epoch 1", a=a, b=b),
+                      dict(claim="std > none, epoch 1", a=a, b=b)])
+    answer = R.finding(rows_, n_seeds=2, dataset="MNIST", effect=2.0)["answer"]
+    assert "Whether every variant is ahead of no LSUV is not resolved: the variants minus no LSUV are +5.0 points " \
+           "after epoch 1 (neither claim is resolved)." in answer
+    assert answer.endswith("(1 claim is not resolved); 2 seeds give no interval, at least 3 are needed.")
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -171,9 +212,18 @@ def test_check_setup_names_the_argument_and_what_it_should_be(kwargs, words):
         R.check_setup(**kwargs)
 
 
-def test_configs_label_every_variant():
+def test_configs_label_every_variant_as_the_other_chapters_name_it():
     assert R.configs(["none", "loop", "paper"]) == {
-        "none": "LeNet, no LSUV", "loop": "LeNet, LSUV, mean and std in a loop", "paper": "LeNet, LSUV, paper"}
+        "none": "LeNet, no LSUV", "loop": "LeNet, LSUV (loop)", "paper": "LeNet, LSUV (paper)"}
+
+
+def test_variant_table_gives_each_rule_once_and_the_names_other_chapters_use():
+    table = R.variant_table(["none", "std", "loop"])
+    rows_ = table.split("\n")[2:]
+    assert rows_[1].startswith("| `std` | W ← W/σ at the activation until") and "type 1" in rows_[1]
+    assert rows_[1].count("type 1") == 1 and rows_[1].endswith("| std only | only in this chapter |")
+    assert rows_[2].endswith("| mean then std, in a loop | “the library's variant” in @sec-lsuv-callback, "
+                             "“LSUV (loop)” in @sec-depth |")
 
 
 def test_between_variants_picks_the_epoch_1_claims_among_lsuv_variants():
