@@ -267,6 +267,15 @@ def test_a_chapter_is_cited_by_its_plain_title_with_the_projects_citation_fields
     assert page == {"number-depth": 1, "citation": {"type": "chapter", "title": "Glossary"}}
 
 
+def test_a_placeholder_page_keeps_the_pages_own_front_matter(tmp_path):
+    """Without it, an unbuilt home page would lose {.unnumbered} and every chapter's number would shift."""
+    nbformat.write(_notebook(nbformat.v4.new_raw_cell('---\ntitle: "# Preface {.unnumbered}"\n---'),
+                             nbformat.v4.new_markdown_cell("# Preface\n\nProse.")), tmp_path / "index.ipynb")
+    page = build_book.placeholder(tmp_path, "index.ipynb", None)
+    assert page.cells[0].cell_type == "raw" and "{.unnumbered}" in page.cells[0].source
+    assert "Not built" in page.cells[1].source and "It has not been built yet." in page.cells[1].source
+
+
 def test_the_real_book_lists_every_chapter_notebook_in_order():
     pages = build_book.book_pages(ROOT)
     assert pages[0] == "index.md" or pages[0] == "index.ipynb"

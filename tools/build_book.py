@@ -679,9 +679,10 @@ def placeholder(root: Path, page: str, record: dict | None) -> nbformat.Notebook
     cells = nbformat.read(root / page, 4).cells if (root / page).is_file() else []
     title = next((c.source.splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("# ")),
                  f"# {stem(page)}")
+    front = [c for c in cells[:1] if c.cell_type == "raw" and c.source.startswith("---")]  # an unnumbered title, say
     why = (f"Its last run failed in build {record['build_id']}: `{record.get('error', '')}`."
            if record and record.get("status") in ("failed", "killed") else "It has not been built yet.")
-    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+    return nbformat.v4.new_notebook(cells=[*front, nbformat.v4.new_markdown_cell(
         f"{title}\n\n::: {{.callout-warning}}\n## Not built\n{why} Build it with "
         f"`python tools/build_book.py --chapter {stem(page)}`.\n:::\n")])
 
