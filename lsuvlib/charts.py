@@ -334,7 +334,7 @@ def plot_layer_stds(curves: dict[str, Sequence[float]], title: str = "Activation
                 ax.plot(cut, stds[cut - 1], "x", ms=8, mew=2, color=styles[name]["color"])
         ax.plot(range(1, cut + 1), stds[:cut], label=label, **styles[name])
         drawn += stds[:cut]
-    ax.axhline(1, color="k", lw=0.7, ls=":")
+    ax.axhline(1, color="0.8", lw=4, zorder=0)  # a wide grey band under the lines: no dotted curve can hide in it
     decades = math.log10(max(drawn) / min(drawn)) if drawn else 0.0
     step = next((d for d in (1, 2, 5, 10, 20) if decades / d <= 8), 50)
     ax.yaxis.set_major_locator(LogLocator(base=10.0 ** step))
@@ -386,7 +386,7 @@ def plot_seed_dots(panels: Mapping[str, Mapping[str, Mapping[str, Sequence[float
             if cat in marks.get(panel, {}):
                 ax.scatter(x, marks[panel][cat], marker="D", s=45, color="k", zorder=4)
         for k, (label, y) in enumerate(lines.items()):
-            ax.axhline(y, color="0.3", lw=0.8, ls=(":", "--", "-.")[k % 3])
+            ax.axhline(y, color="0.3", lw=0.8, ls=(":", "--", "-.")[k % 3], zorder=1)  # under the dots
         ax.set_xticks(range(len(cats)), [c.replace(" (", "\n(", 1) for c in cats])  # "conv 1\n(6 ch)" fits
         ax.set(title=panel if len(panels) > 1 else title, xlabel=xlabel, ylabel=ylabel)
     fig.legend(handles=_dot_legend(colours, mark_label if marks else "", lines, missing_at, panels),
@@ -404,7 +404,8 @@ def _dots(ax, centre: float, slot: float, values: list, colour: str, missing_at:
     done = [(x, v) for x, v in zip(xs, values) if v is not None]
     ax.scatter([x for x, _ in done], [v for _, v in done], s=14, color=colour, alpha=0.7, lw=0, zorder=2)
     lost = [x for x, v in zip(xs, values) if v is None]
-    ax.scatter(lost, [missing_at] * len(lost), s=22, marker="x", color=colour, zorder=2)
+    # On top of the mean bar and the chance line, which sit at or near the same height.
+    ax.scatter(lost, [missing_at] * len(lost), s=30, marker="x", lw=1.5, color=colour, zorder=4)
     mean = float(np.mean([missing_at if v is None else v for v in values]))
     ax.hlines(mean, centre - slot * 0.45, centre + slot * 0.45, color=colour, lw=2.2, zorder=3)
 

@@ -81,14 +81,17 @@ def _build(depth: int, width: int, in_features: int, n_classes: int, init) -> nn
     return init(model) if init is not None else model
 
 
-def train_setup(scheme: str, depth: int, width: int, in_features: int = 784, n_classes: int = 10) -> dict:
+def train_setup(scheme: str, depth: int, width: int, ds) -> dict:
     """`make_model` and `lsuv` arguments for `lsuvlib.train` / `over_seeds` for one scheme.
 
-    The model is built right after the run seeds the generators, so for a given seed
-    every scheme starts from the same PyTorch default weights before its own rule runs.
+    `ds` is the `ImageSet` the network sees: its image size and its classes set the first and
+    last layer. The model is built right after the run seeds the generators, so for a given
+    seed every scheme starts from the same PyTorch default weights before its own rule runs.
     """
     s = _scheme(scheme)
-    return dict(make_model=partial(_build, depth, width, in_features, n_classes, s.init),
+    if not (hasattr(ds, "x_train") and hasattr(ds, "classes")):
+        raise TypeError(f"ds: the ImageSet the network will see (from lsuvlib.prepare) expected, got {ds!r}")
+    return dict(make_model=partial(_build, depth, width, ds.x_train[0].numel(), len(ds.classes), s.init),
                 lsuv=dict(s.lsuv) if s.lsuv is not None else None)
 
 
@@ -120,17 +123,17 @@ def layer_output_stds(model: nn.Module, xb: torch.Tensor, over: str = "all") -> 
     return [found[i] for i in sorted(found)]
 
 
-def init_profile(scheme: str, depth: int, width: int, xb: torch.Tensor, seed: int,
-                 over: str = "all", n_classes: int = 10) -> list[float]:
+def init_profile(scheme: str, depth: int, width: int, ds, xb: torch.Tensor, seed: int,
+                 over: str = "all") -> list[float]:
     """`layer_output_stds` of a freshly initialised network, seeded and built as `lsuvlib.train` does.
 
-    `xb` is the batch LSUV would use (the run's first training batch); the same batch
-    is measured for every scheme.
+    The network is `train_setup(scheme, depth, width, ds)`'s; `xb` is the batch LSUV would use
+    (the run's first training batch), the same batch for every scheme.
     """
     from .lsuv import lsuv_init
     from .runtime import set_seed
 
-    setup = train_setup(scheme, depth, width, in_features=xb[0].numel(), n_classes=n_classes)
+    setup = train_setup(scheme, depth, width, ds)
     set_seed(seed)
     model = setup["make_model"]()
     if setup["lsuv"] is not None:

@@ -2,13 +2,16 @@
 
 `outcomes` counts, per scheme and depth, the seeds that train and those that diverged (a diverged
 run counts at chance accuracy); `depth_table` and `accuracy_panels` show them; `claims` is the
-chapter's family for `stats.verdicts`; `against_paper` and `finding` say what it found. The
-networks and initialisations themselves are in `lsuvlib.depth`.
+chapter's family for `stats.verdicts`; `against_paper` and `finding` say what it found, and
+`divergence_note` what was measured about the schemes whose runs diverged. The networks and
+initialisations themselves are in `lsuvlib.depth`.
 """
 from __future__ import annotations
 
 import math
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from .depth import SCHEMES, depth_reach
 from .experiment import values_at
@@ -50,8 +53,17 @@ def budget_note(ds, epochs: int, batch_size: int, lr: float, momentum: float, tr
             f"about is the gap between a network that trains and one that does not: **{train_margin * 100:g} points**.")
 
 
+def labelled(by_scheme: Mapping[str, object]) -> dict:
+    """`{scheme: value}` keyed by the schemes' labels instead, as charts and tables name them."""
+    return {SCHEMES[s].label: v for s, v in by_scheme.items()}
+
+
 def profile_table(profiles: Mapping[str, Sequence[float]], signals: Mapping[str, Sequence[float]]) -> Table:
-    """First and last layer's total and input-dependent std per scheme, and how the signal changes in between."""
+    """First and last layer's total and input-dependent std per scheme, and how the signal changes in between.
+
+    `profiles` and `signals` are `{scheme: [std per layer]}` from `depth.init_profile` (`over="all"`
+    and `over="batch"`)."""
+    profiles, signals = labelled(profiles), labelled(signals)
     bands = [("shrinks more than a hundredfold", lambda q: q < 0.01),
              ("shrinks ten- to a hundredfold", lambda q: 0.01 <= q < 0.1),
              ("stays within a factor of 10", lambda q: 0.1 <= q <= 10), ("grows more than tenfold", lambda q: q > 10)]
@@ -106,7 +118,7 @@ def depth_table(result: Mapping, depths: Sequence[int], schemes: Sequence[str]) 
 
 
 def _cell(o: dict) -> str:
-    return (f"{o['mean'] * 100:.1f} % ({o['n_trained']} of {o['n']} train"
+    return (f"{o['mean'] * 100:.1f}% ({o['n_trained']} of {o['n']} train"
             + (f", {o['n_diverged']} diverged)" if o["n_diverged"] else ")"))
 
 
@@ -179,15 +191,86 @@ def against_paper(reach: Mapping, rows: Sequence[dict]) -> str:
 
 
 def finding(result: Mapping, reach: Mapping, width: int, n_steps: int) -> dict:
-    """The chapter's question and computed answer: how each initialisation fared at the deepest depth."""
-    schemes = list(dict.fromkeys(s for s, _ in result))
+    """The chapter's question and its computed answer, in words: how deep each initialisation trains,
+    and whether LSUV trains deeper than the best of the standard ones."""
     deepest = max(d for _, d in result)
     question = (f"How deep can a plain {width}-wide MLP be and still start learning within {n_steps} SGD steps under "
                 "each initialisation, and does LSUV train deeper than the standard ones?")
-    at_deepest = [f"{SCHEMES[s].label} {o['n_trained']} of {o['n']} seeds train (mean {o['mean'] * 100:.0f} %"
-                  + (f", {o['n_diverged']} diverged)" if o["n_diverged"] else ")")
-                  for s in schemes for o in [result[s, deepest]]]
-    deepest_trained = [f"{SCHEMES[s].label} {r['deepest'] if r['deepest'] is not None else 'none'}"
-                       for s, r in reach.items()]
-    return dict(question=question, answer=f"At {deepest} layers, {'; '.join(at_deepest)}. The deepest network "
-                                          f"each trains: {', '.join(deepest_trained)}.")
+    by_depth: dict = {}
+    for s, r in reach.items():
+        by_depth.setdefault(r["deepest"] or 0, []).append(SCHEMES[s].label)
+    how_deep = [f"{d} layers{' (the deepest tried)' if d == deepest else ''} under {_listed(names)}"
+                for d, names in sorted(by_depth.items(), reverse=True) if d]
+    answer = (f"Within {n_steps} SGD steps, the deepest plain network that trains has {'; '.join(how_deep)}"
+              + (f"; under {_listed(by_depth[0])} none of the depths tried trains. " if 0 in by_depth else ". "))
+    return dict(question=question, answer=(answer if how_deep else "") + _lsuv_deeper(result, reach, deepest))
+
+
+def _lsuv_deeper(result: Mapping, reach: Mapping, deepest: int) -> str:
+    """Whether the LSUV schemes train deeper than the best standard scheme, as a sentence."""
+    depth = {s: r["deepest"] or 0 for s, r in reach.items()}
+    lsuv = [s for s in reach if SCHEMES[s].lsuv is not None]
+    standard = [s for s in reach if SCHEMES[s].lsuv is None]
+    if not lsuv or not standard:
+        return "This run did not compare LSUV with a standard initialisation."
+    best = max(depth[s] for s in standard)
+    leaders = [s for s in standard if depth[s] == best]
+    groups: dict = {}
+    for s in lsuv:
+        groups.setdefault("deeper than" if depth[s] > best else "as deep as" if depth[s] == best else "less deep than",
+                          []).append(s)
+    parts = []
+    for relation, who in groups.items():
+        part = (f"{_listed([SCHEMES[s].label for s in who])} {'trains' if len(who) == 1 else 'train'} {relation} "
+                f"{_listed([SCHEMES[s].label for s in leaders])}")
+        if relation == "as deep as" and best == deepest:  # both reach the end of the range: say how many seeds
+            part += (f" (at {deepest} layers, the deepest tried, "
+                     + _listed([f"{result[s, deepest]['n_trained']} of {result[s, deepest]['n']} seeds train under "
+                                f"{SCHEMES[s].label}" for s in who + leaders])
+                     + ", so this run cannot tell which reaches further)")
+        parts.append(part)
+    return (f"So LSUV {'does' if 'deeper than' in groups else 'does not'} train deeper than the best of the standard "
+            f"initialisations here: {'; '.join(parts)}.")
+
+
+def divergence_note(runs: Mapping, result: Mapping, profiles: Mapping[str, Sequence[float]],
+                    signals: Mapping[str, Sequence[float]]) -> str:
+    """For each scheme with diverged runs: what this run measured about it, and that it does not say why.
+
+    `profiles` and `signals` are the deepest network's stds at initialisation, as `profile_table`
+    takes them. Empty when no run diverged."""
+    depths = sorted({d for _, d in result})
+    notes = []
+    for s in dict.fromkeys(s for s, _ in result):
+        diverged = {d: result[s, d]["n_diverged"] for d in depths}
+        if any(diverged.values()):
+            notes.append(_divergence(s, diverged, runs, result, profiles[s], signals))
+    return "\n\n".join(notes)
+
+
+def _divergence(s: str, diverged: Mapping[int, int], runs: Mapping, result: Mapping, total: Sequence[float],
+                signals: Mapping[str, Sequence[float]]) -> str:
+    label, sig = SCHEMES[s].label, signals[s]
+    calm = [str(d) for d, k in diverged.items() if not k]
+    text = (f"**Why {label} diverges is not explained here.** Its runs diverged "
+            + _listed([f"{k} of {result[s, d]['n']} times at {d} layers" for d, k in diverged.items() if k])
+            + (f", and never at {_listed(calm)} layers. " if calm else ". "))
+    if SCHEMES[s].lsuv is not None:
+        rows = [row for d, k in diverged.items() if k for r in runs[s, d] for row in (r.lsuv_report or [])]
+        met = sum(row.converged for row in rows)
+        text += (f"Before training, LSUV met its tolerance on {'all' if met == len(rows) else f'{met} of the'} "
+                 f"{len(rows)} layers it set at those depths. ")
+    rival = max((x for x in signals if x != s), key=lambda x: signals[x][-1], default=None)
+    if rival is None or sig[-1] >= signals[rival][-1]:
+        where = f", the most any of the {len(signals)} initialisations keeps there"
+    else:
+        where = f", where {SCHEMES[rival].label} keeps the most, {signals[rival][-1]:.2f}"
+    text += (f"At the start, in the {len(sig)}-layer network, its input-dependent std goes from {sig[0]:.2f} at the "
+             f"first layer to {sig[-1]:.2f} at the last (the logits){where}; the total std of its hidden layers' "
+             f"outputs before the ReLU has a median of {float(np.median(total[:-1])):.2g} (@fig-total-std and "
+             "@fig-signal-std). ")
+    if sig[-1] >= 0.1 * sig[0]:
+        text += "So these runs did not diverge from a signal that had died before training. "
+    return text + ("This page does not measure what happens in the diverging steps (the gradients, and the size of "
+                   "each update at the learning rate and momentum above, the same for every initialisation), so it "
+                   "cannot say why.")

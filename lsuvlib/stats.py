@@ -29,7 +29,9 @@ lies above 0, "reversed" when below, "tie" when inside $\pm$ margin, else "not r
 With fewer than `MIN_PAIRS` pairs no interval is given and the claim is "not resolved".
 
 **Diverged runs are outcomes.** A run that diverged (value `None` or NaN) counts at `chance`
-accuracy (1 / number of classes) and is counted per side; without `chance` it is an error.
+accuracy (1 / number of classes) and is counted per side; without `chance` it is an error. A pair
+whose two runs both end at or below `chance` is a tie (difference 0): neither learned anything,
+so a diverged run counted at chance does not "beat" a stuck one at 9.7%.
 
 **Results format.** `VERDICT_FIELDS` lists a verdict row's fields; `check_verdict(row)` checks
 one (also a `versus_source` row), so a build test can run it over every results file.
@@ -56,7 +58,7 @@ VERDICT_FIELDS = {
     "margin": "tie margin, in points",
     "verdict": "verdict_for(kind, ci_low, ci_high, margin)",
     "n": "pairs (seeds), diverged runs included",
-    "n_a_higher": "pairs in which a is higher than b",
+    "n_a_higher": "pairs in which a is higher than b (two runs at or below chance are a tie)",
     "n_diverged_a": "runs of a that diverged (counted at chance)",
     "n_diverged_b": "runs of b that diverged (counted at chance)",
     "m": "claims in the family the interval is adjusted for",
@@ -240,8 +242,9 @@ class Paired:
 def paired(a: Mapping, b: Mapping, chance: float | None = None) -> Paired:
     """Compare runs `a` and `b` keyed by seed (`{seed: final metric}`), seed by seed.
 
-    A value of None or NaN is a diverged run and counts at `chance` (an error without it).
-    Seeds present on one side only are an error.
+    A value of None or NaN is a diverged run and counts at `chance` (an error without it). A
+    pair whose values are both at or below `chance` differs by 0: two runs that learned nothing
+    are a tie. Seeds present on one side only are an error.
     """
     if not isinstance(a, Mapping) or not isinstance(b, Mapping):
         raise TypeError("paired() takes two dicts {seed: value}; key the runs by seed so pairs match")
@@ -254,7 +257,9 @@ def paired(a: Mapping, b: Mapping, chance: float | None = None) -> Paired:
     seeds = sorted(a, key=lambda s: (str(type(s)), s))
     xa, da = _with_chance([a[s] for s in seeds], chance, "paired, first set")
     xb, db = _with_chance([b[s] for s in seeds], chance, "paired, second set")
-    return Paired(seeds, [x - y for x, y in zip(xa, xb)], da, db)
+    # Two runs at or below chance both learned nothing: a tie, whichever of them sits lower.
+    diffs = [0.0 if chance is not None and max(x, y) <= chance else x - y for x, y in zip(xa, xb)]
+    return Paired(seeds, diffs, da, db)
 
 
 def paired_runs(a_runs: Sequence, b_runs: Sequence, phase: str = "eval", metric: str = "accuracy",

@@ -456,6 +456,18 @@ def test_plot_layer_stds_cuts_a_line_where_it_leaves_the_float_range_and_ticks_r
     assert "Kaiming" in legend_labels(fig) and legend_labels(fig).count("Kaiming") == 1
 
 
+def test_plot_layer_stds_draws_the_line_at_1_under_the_curves_unlike_any_of_them():
+    """A dotted curve lying at 1 (the paper's LSUV in chapter 8) stays visible on the reference line."""
+    curves = {name: [1.0, 0.5, 0.2] for name in ("a", "b", "c")} | {"d (dotted)": [1.0, 1.0, 1.0]}
+    (ax,) = panels(charts.plot_layer_stds(curves))
+    (ref,) = [line for line in ax.lines if line.get_label().startswith("_") and list(line.get_ydata()) == [1, 1]]
+    drawn = [line for line in ax.lines if line is not ref]
+    assert drawn[-1].get_linestyle() == ":" and all(ref.get_zorder() < line.get_zorder() for line in drawn)
+    assert all((ref.get_linestyle(), ref.get_linewidth(), ref.get_color()) !=
+               (line.get_linestyle(), line.get_linewidth(), line.get_color()) for line in drawn)
+    assert ref.get_linewidth() > 2 * max(line.get_linewidth() for line in drawn)  # a band, not another line
+
+
 def test_plot_layer_stds_refuses_a_zoom_on_a_curve_it_does_not_have():
     with pytest.raises(ValueError, match=r"zoom names curves to draw again, one of \['a'\]; got \['b'\]"):
         charts.plot_layer_stds({"a": [1.0, 1.0]}, zoom=["b"])
@@ -473,6 +485,13 @@ def test_plot_seed_dots_draws_every_seed_its_mean_over_all_seeds_and_the_marks(t
     assert sorted(y for _, y in dots) == [10.0, 80.0, 82.0, 90.0, 92.0, 93.0, 94.0]  # the diverged run at chance
     bars = sorted(c.get_segments()[0][0][1] for c in first.collections if isinstance(c, LineCollection))
     assert bars == pytest.approx([(80 + 82 + 10) / 3, 92.0])  # a diverged run counts in its mean
+    # The crosses of diverged runs sit on top of the mean bars and the chance line, which lies under the dots.
+    cross, = [c for c in first.collections if isinstance(c, PathCollection) and len(c.get_offsets()) == 1
+              and c.get_offsets()[0][1] == 10.0]
+    mean_bars = [c for c in first.collections if isinstance(c, LineCollection)]
+    (chance_line,) = first.lines
+    assert cross.get_zorder() > max(b.get_zorder() for b in mean_bars) > chance_line.get_zorder()
+    assert chance_line.get_zorder() < min(c.get_zorder() for c in first.collections if isinstance(c, PathCollection))
     assert [t.get_text() for t in first.get_xticklabels()] == ["baseline", "lsuv"]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["this book", "mean over seeds", "diverged (counted at chance)", "the notebook (one run)",

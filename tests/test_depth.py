@@ -1,5 +1,6 @@
 """lsuvlib.depth: the plain deep MLP, the initialisation table and what each scheme leaves at the start."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,6 +8,11 @@ from torch import nn
 
 from lsuvlib import depth as D
 from lsuvlib.init import WEIGHT_LAYERS
+
+
+def images(n_in, n_classes=10):
+    """What `train_setup` reads of an `ImageSet`: the size of an image and the classes."""
+    return SimpleNamespace(x_train=torch.zeros(1, n_in), classes=list(range(n_classes)))
 
 
 def _weight_layers(model):
@@ -34,15 +40,23 @@ def test_plain_mlp_rejects_bad_sizes(kwargs, words):
 
 def test_unknown_scheme_names_the_choices():
     with pytest.raises(ValueError, match="unknown initialisation scheme 'xavier'.*kaiming"):
-        D.train_setup("xavier", 5, 8)
+        D.train_setup("xavier", 5, 8, images(4))
+
+
+def test_train_setup_sizes_the_network_for_its_dataset():
+    model = D.train_setup("kaiming", 4, 8, images(20, n_classes=5))["make_model"]()
+    layers = _weight_layers(model)
+    assert (layers[0].in_features, layers[-1].out_features) == (20, 5)
+    with pytest.raises(TypeError, match=r"ds: the ImageSet the network will see \(from lsuvlib.prepare\) .* got 784"):
+        D.train_setup("kaiming", 4, 8, 784)
 
 
 def test_same_seed_same_default_weights_for_every_scheme():
     """Each scheme starts from the PyTorch weights of its seed; only its own rule changes them."""
     torch.manual_seed(3)
-    default = D.train_setup("default", 4, 8, in_features=10)["make_model"]()
+    default = D.train_setup("default", 4, 8, images(10))["make_model"]()
     torch.manual_seed(3)
-    lsuv = D.train_setup("lsuv_paper", 4, 8, in_features=10)
+    lsuv = D.train_setup("lsuv_paper", 4, 8, images(10))
     assert lsuv["lsuv"] == {"variant": "paper"}
     again = lsuv["make_model"]()  # LSUV runs later, in the training callback
     for a, b in zip(default.parameters(), again.parameters()):
@@ -51,8 +65,8 @@ def test_same_seed_same_default_weights_for_every_scheme():
 
 def test_data_free_schemes_do_what_they_say():
     torch.manual_seed(0)
-    kaiming = D.train_setup("kaiming", 3, 64, in_features=64)["make_model"]()
-    ortho = D.train_setup("orthonormal", 3, 64, in_features=64)["make_model"]()
+    kaiming = D.train_setup("kaiming", 3, 64, images(64))["make_model"]()
+    ortho = D.train_setup("orthonormal", 3, 64, images(64))["make_model"]()
     for m in _weight_layers(ortho):
         w = m.weight
         assert torch.allclose(w @ w.T, torch.eye(w.shape[0]), atol=1e-5) or torch.allclose(
@@ -65,20 +79,20 @@ def test_data_free_schemes_do_what_they_say():
 
 def test_init_profile_lsuv_paper_gives_unit_variance_at_every_layer():
     xb = torch.randn(128, 1, 6, 6)
-    stds = D.init_profile("lsuv_paper", 12, 16, xb, seed=0)
+    stds = D.init_profile("lsuv_paper", 12, 16, images(36), xb, seed=0)
     assert len(stds) == 12
     assert all(abs(s ** 2 - 1) < 0.1 for s in stds)  # the paper's tolerance on the variance
 
 
 def test_init_profile_default_input_signal_vanishes_while_biases_keep_the_total():
     xb = torch.randn(128, 1, 6, 6)
-    signal = D.init_profile("default", 20, 16, xb, seed=0, over="batch")
-    total = D.init_profile("default", 20, 16, xb, seed=0, over="all")
+    signal = D.init_profile("default", 20, 16, images(36), xb, seed=0, over="batch")
+    total = D.init_profile("default", 20, 16, images(36), xb, seed=0, over="all")
     assert signal[-1] < signal[0] / 100
     assert total[-1] > 10 * signal[-1]  # what is left is the biases, the same for every input
     assert all(math.isfinite(s) for s in signal + total)
     with pytest.raises(ValueError, match="over must be"):
-        D.init_profile("default", 3, 4, xb, seed=0, over="units")
+        D.init_profile("default", 3, 4, images(36), xb, seed=0, over="units")
 
 
 def test_layer_output_stds_leaves_mode_and_hooks_as_they_were():

@@ -42,7 +42,7 @@ def test_depth_table_says_where_each_scheme_stops_training():
     result = DP.outcomes(runs_of(FINALS), [5, 30], SCHEMES, chance=0.1, train_margin=0.2)
     reach, table = DP.depth_table(result, [5, 30], SCHEMES)
     assert reach["lsuv_paper"]["deepest"] == 30 and reach["kaiming"]["first_failure"] == 30
-    assert "| LSUV (loop) | 79.0 % (3 of 3 train) | 18.0 % (1 of 3 train, 2 diverged) |" in table
+    assert "| LSUV (loop) | 79.0% (3 of 3 train) | 18.0% (1 of 3 train, 2 diverged) |" in table
     assert "LSUV (paper) trains at every depth tried, up to 30 layers" in table
     assert "Kaiming trains up to 5 layers and stops at 30" in table
 
@@ -67,9 +67,50 @@ def test_against_paper_and_finding_say_how_each_scheme_fared_at_the_deepest_dept
     assert "the claim LSUV (paper) > Kaiming" in text
     found = DP.finding(result, reach, width=32, n_steps=188)
     assert "plain 32-wide MLP" in found["question"] and "188 SGD steps" in found["question"]
-    assert found["answer"].startswith("At 30 layers, PyTorch default 0 of 3 seeds train (mean 10 %); ")
-    assert "LSUV (loop) 1 of 3 seeds train (mean 18 %, 2 diverged)" in found["answer"]
-    assert found["answer"].endswith("Kaiming 5, orthonormal 5, LSUV (paper) 30, LSUV (loop) 5.")
+    assert found["answer"] == (
+        "Within 188 SGD steps, the deepest plain network that trains has 30 layers (the deepest tried) under LSUV "
+        "(paper); 5 layers under PyTorch default, Kaiming, orthonormal and LSUV (loop). So LSUV does train deeper "
+        "than the best of the standard initialisations here: LSUV (paper) trains deeper than PyTorch default, "
+        "Kaiming and orthonormal; LSUV (loop) trains as deep as PyTorch default, Kaiming and orthonormal.")
+    stuck = {**FINALS, ("default", 5): [0.10, 0.09, 0.12]}
+    result = DP.outcomes(runs_of(stuck), [5, 30], SCHEMES, chance=0.1, train_margin=0.2)
+    reach, _ = DP.depth_table(result, [5, 30], SCHEMES)
+    assert "and LSUV (loop); under PyTorch default none of the depths tried trains. So LSUV" in \
+        DP.finding(result, reach, width=32, n_steps=188)["answer"]
+
+
+def test_finding_says_when_lsuv_and_a_standard_scheme_both_reach_the_deepest_depth():
+    finals = {**FINALS, ("kaiming", 30): [0.38, 0.35, 0.29]}
+    result = DP.outcomes(runs_of(finals), [5, 30], SCHEMES, chance=0.1, train_margin=0.2)
+    reach, _ = DP.depth_table(result, [5, 30], SCHEMES)
+    answer = DP.finding(result, reach, width=32, n_steps=188)["answer"]
+    assert answer.endswith(
+        "So LSUV does not train deeper than the best of the standard initialisations here: LSUV (paper) trains as "
+        "deep as Kaiming (at 30 layers, the deepest tried, 3 of 3 seeds train under LSUV (paper) and 2 of 3 seeds "
+        "train under Kaiming, so this run cannot tell which reaches further); LSUV (loop) trains less deep than "
+        "Kaiming.")
+
+
+def test_divergence_note_states_what_was_measured_and_that_it_does_not_explain():
+    runs = runs_of(FINALS)
+    result = DP.outcomes(runs, [5, 30], SCHEMES, chance=0.1, train_margin=0.2)
+    signals = {s: [1.0, 0.5] for s in SCHEMES} | {"default": [0.4, 1e-9], "lsuv_loop": [1.5, 0.67]}
+    profiles = {s: [1.0, 1.0, 0.9] for s in SCHEMES} | {"lsuv_loop": [1.6, 1.8, 0.7]}
+    note = DP.divergence_note(runs, result, profiles, signals)
+    assert note.startswith("**Why LSUV (loop) diverges is not explained here.** Its runs diverged 2 of 3 times "
+                           "at 30 layers, and never at 5 layers. Before training, LSUV met its tolerance on 4 of "
+                           "the 6 layers it set at those depths. ")
+    assert ("its input-dependent std goes from 1.50 at the first layer to 0.67 at the last (the logits), the most "
+            "any of the 5 initialisations keeps there; the total std of its hidden layers' outputs before the ReLU "
+            "has a median of 1.7") in note
+    assert "did not diverge from a signal that had died" in note and note.endswith("so it cannot say why.")
+    weaker = DP.divergence_note(runs, result, profiles, signals | {"lsuv_loop": [1.5, 0.01]})
+    assert "0.01 at the last (the logits), where Kaiming keeps the most, 0.50;" in weaker
+    assert "had died" not in weaker
+    assert "PyTorch default" not in note  # only schemes with diverged runs get a note
+    calm = {key: [0.5 if v is None else v for v in accs] for key, accs in FINALS.items()}
+    assert DP.divergence_note(runs_of(calm), DP.outcomes(runs_of(calm), [5, 30], SCHEMES, 0.1, 0.2),
+                              profiles, signals) == ""
 
 
 def test_lsuv_table_counts_the_layers_that_met_the_tolerance():
@@ -95,6 +136,8 @@ def test_budget_note_states_the_steps_and_what_trains_means(toy):
 
 
 def test_profile_table_keeps_a_vanished_signal_readable_and_groups_the_schemes():
-    table = DP.profile_table({"A": [0.5, 0.1], "B": [1.0, 1.0]}, {"A": [0.45, 1.2e-9], "B": [0.9, 0.8]})
-    assert "| A | 0.5 | 0.1 | 0.45 | 1.2e-09 | 2.67e-09 |" in table
-    assert table.endswith("shrinks more than a hundredfold under A; stays within a factor of 10 under B.")
+    table = DP.profile_table({"default": [0.5, 0.1], "lsuv_paper": [1.0, 1.0]},
+                             {"default": [0.45, 1.2e-9], "lsuv_paper": [0.9, 0.8]})
+    assert "| PyTorch default | 0.5 | 0.1 | 0.45 | 1.2e-09 | 2.67e-09 |" in table
+    assert table.endswith("shrinks more than a hundredfold under PyTorch default; stays within a factor of 10 "
+                          "under LSUV (paper).")

@@ -145,6 +145,19 @@ def test_a_diverged_run_counts_at_chance_and_is_counted_per_side():
     assert (row["n"], row["n_diverged_a"], row["n_diverged_b"]) == (4, 1, 2)
 
 
+def test_two_runs_at_or_below_chance_are_a_tie_not_a_win():
+    """A diverged run counted at chance (10%) does not beat a stuck run at 9.7%, nor one at 8% another at 9%."""
+    a = {0: None, 1: 0.08, 2: 0.60, 3: 0.11, 4: None}
+    b = {0: 0.097, 1: 0.09, 2: 0.097, 3: None, 4: None}
+    p = paired(a, b, chance=0.1)
+    assert p.diffs == pytest.approx([0.0, 0.0, 0.60 - 0.097, 0.11 - 0.1, 0.0])  # 11% is above chance: a win
+    assert p.n_a_higher == 2 and (p.n_diverged_a, p.n_diverged_b) == (2, 2)
+    row = verdicts([dict(claim="a > b", a=a, b=b)], chance=0.1)[0]
+    assert row["n_a_higher"] == 2 and row["effect"] == pytest.approx(100 * (0.60 - 0.097 + 0.01) / 5)
+    assert check_verdict(row) is None
+    assert paired({0: 0.08}, {0: 0.09}).diffs == pytest.approx([-0.01])  # without chance, no floor is known
+
+
 def run(seed, accs, stopped=None, losses=None):
     return dict(seed=seed, stopped=stopped, history=[dict(epoch=e, phase="eval", loss=(losses or [0.0] * 9)[e],
                                                           accuracy=a, seconds=0.0) for e, a in enumerate(accs)])
