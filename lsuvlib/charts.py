@@ -462,7 +462,8 @@ def plot_input_moments(series: dict[str, tuple[list[float], list[float]]],
 
 
 @_styled
-def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accuracy of every run, by chapter") -> Figure:
+def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accuracy of every run, by chapter",
+                         width: float = 8.3) -> Figure:
     """Every run's final test accuracy across chapters: a group of rows per chapter, a row per configuration.
 
     Each seed is a dot; a diverged run is a red cross at chance accuracy (the group's dotted line),
@@ -470,21 +471,23 @@ def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accura
     ran the source's dataset, hollow where it ran a stand-in (context, not a target). `panels`
     (`findings.accuracy_panels`): dicts with `title`, `chance` and `rows` of `label`, `accuracies`
     (fractions, None for a diverged run) and `source` (`dict(value=, same_dataset=)` or None).
+    `width` (inches) is wider than `WIDTH`: the pages set this figure in Quarto's `page-right`
+    column (`#| column: page-right`), about 940 px at a 1280 px window, so its labels fit at 10 points.
     """
     n_rows = sum(len(p["rows"]) + 1 for p in panels)  # a heading row above each chapter's rows
-    fig = Figure(figsize=(WIDTH, 1.8 + 0.34 * max(n_rows, 4)), layout="constrained")  # room for two-line labels
+    fig = Figure(figsize=(width, 1.8 + 0.34 * max(n_rows, 4)), layout="constrained")  # room for two-line labels
     ax = fig.subplots()
     seen: dict[str, Any] = {}
     ticks, labels, y = [], [], 0
     for panel in panels:
         ax.text(0.01, y, panel["title"], transform=ax.get_yaxis_transform(), va="center", weight="bold",
-                fontsize=9, in_layout=False)  # a heading may run past the axes; it must not shrink them
+                in_layout=False)  # a heading may run past the axes; it must not shrink them
         chance = panel["chance"] * 100
         seen["chance"] = ax.vlines(chance, y + 0.5, y + len(panel["rows"]) + 0.5, color="0.5", lw=1, ls=":")
         for row in panel["rows"]:
             y += 1
             ticks.append(y)
-            lines = textwrap.wrap(str(row["label"]), 26)
+            lines = textwrap.wrap(str(row["label"]), 34)
             labels.append("\n".join(lines[:2]) + ("…" if len(lines) > 2 else ""))
             accs = row["accuracies"]
             offsets = np.linspace(-0.22, 0.22, len(accs)) if len(accs) > 1 else [0.0]
@@ -505,7 +508,7 @@ def final_accuracy_chart(panels: Sequence[dict], title: str = "Final test accura
     if not panels:
         ax.text(0.5, 0.5, "No chapter of this build saved a trained run.", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set_yticks(ticks, labels, fontsize=8.5)
+    ax.set_yticks(ticks, labels)
     ax.set(xlim=(0, 100), ylim=(max(y, 4) - 0.5, -0.5), xlabel="Final test accuracy (%)", ylabel="Configuration",
            title=title)
     ax.grid(True, axis="x", color="0.9")

@@ -15,10 +15,10 @@ import re
 from typing import Sequence
 
 from .data import DATASETS
-from .page import markdown_table, verdict_table
-from .results import Build, ResultsFile, comparable, load_build
+from .page import markdown_table, sci, shown_interval, verdict_table
+from .results import NOT_RESULTS, Build, ResultsFile, comparable, load_build
 from .sources import BLOG, NOTEBOOK
-from .stats import check_verdict, paired_runs, summarise, verdicts
+from .stats import MIN_PAIRS, check_verdict, paired_runs, summarise, verdicts
 
 # The training chapters in reading order: Quarto id and a short name for the figure's panels.
 CHAPTERS = {
@@ -34,18 +34,23 @@ CHAPTERS = {
 # The source whose numbers a chapter's configurations are set beside (keyed there by configuration name).
 SOURCES = {**dict.fromkeys(["03-baseline", "04-input-normalisation", "05-batchnorm-kaiming", "06-lsuv-callback"],
                            ("the blog", BLOG)), "07-mnist-variants": ("the notebook", NOTEBOOK)}
-# The blog's chain, chapter against chapter; each claim reads "a > b", with a and b as (chapter, config).
-CROSS = [("ch. 4 standardised inputs > ch. 3 baseline",
-          ("04-input-normalisation", "input_normalisation"), ("03-baseline", "baseline")),
-         ("ch. 5 BatchNorm + Kaiming > ch. 4 standardised inputs",
-          ("05-batchnorm-kaiming", "batchnorm_kaiming"), ("04-input-normalisation", "input_normalisation")),
-         ("ch. 6 LSUV > ch. 4 standardised inputs",
-          ("06-lsuv-callback", "lsuv_callback"), ("04-input-normalisation", "input_normalisation")),
-         ("ch. 5 BatchNorm + Kaiming > ch. 6 LSUV",
-          ("05-batchnorm-kaiming", "batchnorm_kaiming"), ("06-lsuv-callback", "lsuv_callback"))]
-HEADLINE = CROSS[-1][0]  # the blog's own conclusion: LSUV without BatchNorm comes close to BatchNorm
+# The blog's chain, chapter against chapter: each claim reads "a > b", a and b as (chapter, config, short name),
+# with what differs between the two chapters' networks and training, as their notebooks build them.
+_CH3, _CH4 = ("03-baseline", "baseline", "baseline"), ("04-input-normalisation", "input_normalisation",
+                                                        "standardised inputs")
+_CH5, _CH6 = ("05-batchnorm-kaiming", "batchnorm_kaiming", "BatchNorm + Kaiming"), ("06-lsuv-callback",
+                                                                                  "lsuv_callback", "LSUV")
+_RECIPE = ("[GeneralRelu](glossary.md#generalrelu) instead of ReLU, a smaller first kernel, SGD with "
+           "[momentum](glossary.md#momentum) instead of plain SGD, and inputs no longer standardised")
+CROSS = [(_CH4, _CH3, "only the inputs, which chapter 4 standardises; network, weights and plain SGD are chapter 3's"),
+         (_CH5, _CH4, f"the blog's whole recipe, not one step: BatchNorm layers and Kaiming weights, with {_RECIPE}"),
+         (_CH6, _CH4, f"LSUV (the blog's rule) instead of PyTorch's default weights, with {_RECIPE}"),
+         (_CH5, _CH6, "only how the network starts: BatchNorm layers with Kaiming weights against LSUV without "
+                      "BatchNorm; activation, kernels, momentum and inputs are the same")]
+STABLE = "lsuv_callback_stable"  # chapter 6's blog rule at a lower rate, for every seed
 LOOP = ("07-mnist-variants", "loop"), ("08-depth", "lsuv_loop")  # the same LSUV rule, small net and deep net
 TIE_MARGIN = 0.01  # a tie: the interval inside ±1 accuracy point, as in every chapter
+VERDICT_ORDER = ("holds", "reversed", "tie", "does not hold", "not resolved")
 
 
 def load(results_dir=None) -> Build:
@@ -185,24 +190,57 @@ def figure_text(build: Build) -> str:
 # ----------------------------------------------------------------------------- chapter against chapter
 
 
-def _readable(why: str) -> str:
-    """`comparable`'s reason with chapter numbers for stems and values as a reader writes them."""
-    for chapter in CHAPTERS:
-        why = why.replace(chapter, f"chapter {int(chapter[:2])}")
-    return re.sub(r"\bNone\b", "none", why).replace("'", "")
+# Parameters as a reader names them, and values as a reader writes them (`None` for a split: all of it).
+PARAM_WORDS = {"lr": "learning rate", "batch_size": "batch size", "n_seeds": "seeds", "seed": "first seed",
+               "n_train": "training images", "n_test": "test images"}
 
 
-def _pair(build: Build, a: tuple[str, str], b: tuple[str, str]):
+def _value(key: str, v) -> str:
+    if v is None:
+        return "the whole split" if key in ("n_train", "n_test") else "not set"
+    if key == "dataset":
+        return _data_title(v) if v in DATASETS else "the first available" if v == "auto" else str(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value(key, x) for x in v)
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def why_not_paired(fa: ResultsFile, fb: ResultsFile) -> str | None:
+    """`results.comparable`'s decision, its reason in a reader's words: "chapter 7 and chapter 8 ran with
+    different settings (batch size: 256 against 64; ...)", or None when the two can be paired."""
+    if comparable(fa, fb) is None:
+        return None
+    both = f"chapter {int(fa.chapter[:2])} and chapter {int(fb.chapter[:2])}"
+    differ = [f"{PARAM_WORDS.get(k, k.replace('_', ' '))}: {_value(k, fa.params[k])} against {_value(k, fb.params[k])}"
+              for k in sorted(set(fa.params) & set(fb.params) - set(NOT_RESULTS)) if fa.params[k] != fb.params[k]]
+    return f"{both} ran with different settings ({'; '.join(differ)})" if differ else f"{both} ran on different data"
+
+
+def _side(build: Build, side: tuple[str, str, str]) -> str:
+    """One side of a cross-chapter claim: "ch. 4 standardised inputs"; a chapter of several configurations
+    is named by the label it saved for the one meant ("ch. 6 LSUV callback, blog's rule, lr 0.2")."""
+    chapter, config, short = side
+    f = build.files.get(chapter)
+    labels = (f.data["summary"].get("configs") or {}) if f else {}
+    several = f is not None and len(f.data["runs"]) > 1
+    return f"ch. {int(chapter[:2])} {labels[config] if several and config in labels else short}"
+
+
+def _claim(build: Build, a: tuple, b: tuple) -> str:
+    return f"{_side(build, a)} > {_side(build, b)}"
+
+
+def _pair(build: Build, a: tuple[str, str, str], b: tuple[str, str, str]):
     """The paired runs of two chapters' configurations, or the reason they cannot be paired."""
-    for chapter, config in (a, b):
+    for chapter, config, _ in (a, b):
         if chapter not in build.files:
             return f"chapter {int(chapter[:2])} {why_missing(build, chapter)}"
         if config not in build.files[chapter].data["runs"]:
             return f"chapter {int(chapter[:2])} saved no runs of {config}"
     fa, fb = build.files[a[0]], build.files[b[0]]
-    why = comparable(fa, fb)  # every parameter the two share must match: none is what the claim is about
+    why = why_not_paired(fa, fb)  # every parameter the two share must match: none is what the claim is about
     if why:
-        return _readable(why)
+        return why
     try:
         return paired_runs(fa.data["runs"][a[1]], fb.data["runs"][b[1]], chance=_chance(fa))
     except ValueError as exc:  # seeds or epochs that do not line up
@@ -213,11 +251,16 @@ def cross_chapter(build: Build, alpha: float = 0.05) -> tuple[list[dict], list[d
     """Verdict rows (`stats.verdicts`, one family) for the pairs of `CROSS` that `results.comparable` allows,
     and `dict(claim, why)` for each pair it does not."""
     ready, not_compared = [], []
-    for claim, a, b in CROSS:
-        got = _pair(build, a, b)
+    for a, b, _ in CROSS:
+        claim, got = _claim(build, a, b), _pair(build, a, b)
         (not_compared.append(dict(claim=claim, why=got)) if isinstance(got, str)
          else ready.append(dict(claim=claim, paired=got)))
     return (verdicts(ready, alpha=alpha, tie_margin=TIE_MARGIN) if ready else []), not_compared
+
+
+def pair_differences(build: Build) -> str:
+    """What differs between the two chapters of each cross-chapter claim, besides the parameters they share."""
+    return "\n".join(f"- {_claim(build, a, b)}: {differs}." for a, b, differs in CROSS)
 
 
 def cross_chapter_table(rows: Sequence[dict], not_compared: Sequence[dict]) -> str:
@@ -246,15 +289,28 @@ def _mean_over_seeds(f: ResultsFile, config: str) -> tuple[dict, str]:
             (f.data["summary"].get("configs") or {}).get(config, config))
 
 
+def _both_trained(build: Build, a: tuple, b: tuple) -> tuple[int, float | None]:
+    """The seeds in which neither side's run diverged, and the mean difference a − b over them, in points."""
+    final = [{r["seed"]: final_accuracy(r) for r in build.files[c].data["runs"][config]} for c, config, _ in (a, b)]
+    diffs = [final[0][s] - final[1][s] for s in final[0] if final[0][s] is not None and final[1].get(s) is not None]
+    return len(diffs), (sum(diffs) / len(diffs) * 100 if diffs else None)
+
+
 def _headline(build: Build, rows: Sequence[dict], not_compared: Sequence[dict]) -> str:
     """BatchNorm with Kaiming weights against LSUV without BatchNorm (the blog's conclusion), as advice."""
-    row = next((r for r in rows if r["claim"] == HEADLINE), None)
+    a, b, _ = CROSS[-1]  # the blog's own conclusion: LSUV without BatchNorm comes close to BatchNorm
+    claim, names = _claim(build, a, b), ("BatchNorm with Kaiming weights", "LSUV without BatchNorm")
+    row = next((r for r in rows if r["claim"] == claim), None)
     if row is None:
-        why = next(n["why"] for n in not_compared if n["claim"] == HEADLINE)
+        why = next(n["why"] for n in not_compared if n["claim"] == claim)
         return f"BatchNorm with Kaiming weights and LSUV without BatchNorm could not be compared here: {why}."
-    f6 = build.files["06-lsuv-callback"]
-    span = f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f} points" if row["ci_low"] is not None else "no interval"
-    where = f"On the blog's CNN ({setting(f6)}; {ref('05-batchnorm-kaiming')} against {ref('06-lsuv-callback')})"
+    f6 = build.files[b[0]]
+    shown = shown_interval(row)  # never past ±100 points, the widest two accuracies can differ
+    span = (f"{shown[0]:+.1f} to {shown[1]:+.1f} points over {row['n']} seeds" if shown else
+            f"{row['n']} seeds give no interval, {MIN_PAIRS} are needed")
+    where = (f"On the blog's CNN ({setting(f6)}; {ref(a[0])} against {ref(b[0])}, LSUV by "
+             "[the blog's rule](glossary.md#lsuv-variants))")
+    diverged = [(k, name) for k, name in zip((row["n_diverged_a"], row["n_diverged_b"]), names) if k]
     text = {"holds": f"{where}, BatchNorm with Kaiming weights ended ahead of LSUV without BatchNorm by "
                      f"{row['effect']:.1f} points ({span}): where BatchNorm layers fit, they were the surer start.",
             "reversed": f"{where}, LSUV without BatchNorm ended ahead of BatchNorm with Kaiming weights by "
@@ -262,12 +318,23 @@ def _headline(build: Build, rows: Sequence[dict], not_compared: Sequence[dict]) 
             "tie": f"{where}, LSUV without BatchNorm and BatchNorm with Kaiming weights tied within "
                    f"±{row['margin']:g} point ({span}): a measured start matched BatchNorm without its layers.",
             }.get(row["verdict"], f"{where}, this build cannot tell BatchNorm with Kaiming weights from LSUV without "
-                                  f"BatchNorm ({span} over {row['n']} seeds): more seeds are needed before choosing "
-                                  "between them on this evidence.")
-    summary, _ = _mean_over_seeds(f6, "lsuv_callback")
-    if summary["n_diverged"]:
-        text += (f" At that rate {summary['n_diverged']} of {summary['n']} LSUV runs diverged: a measured start "
-                 "does not make a too-high learning rate safe.")
+                                  f"BatchNorm ({span})" + (
+                                      "." if diverged else ": more seeds are needed before choosing between them."))
+    if not diverged:
+        return text
+    both, diff = _both_trained(build, a, b)
+    text += (" At that rate " + " and ".join(f"{k} of {row['n']} runs of {name}" for k, name in diverged)
+             + " diverged, each counted at chance accuracy"
+             + (f"; in the {both} seed{'s' * (both != 1)} where both trained, the difference was {diff:+.1f} points"
+                if both else "") + ".")
+    if row["verdict"] == "not resolved":
+        text += (" The diverged runs, not the number of seeds, decide this comparison: more seeds would only "
+                 "measure how often a run diverges at this rate.")
+    text += " A measured start does not make a too-high learning rate safe."
+    if STABLE in f6.data["runs"]:
+        s, label = _mean_over_seeds(f6, STABLE)
+        text += (f" At chapter {int(b[0][:2])}'s lower rate (“{label}”), {s['n_diverged'] or 'none'} of "
+                 f"{s['n']} runs diverged.")
     return text
 
 
@@ -292,8 +359,9 @@ def _small_and_deep(build: Build) -> str:
         return text + f". {ref(c8)} saved no runs of that loop rule, so whether it holds at depth is not known here."
     deepest = max(depths)
     s, label = _mean_over_seeds(f8, f"{loop8}-depth-{deepest}")
-    text += (f". The same loop rule (“{label}”) in {ref(c8)}'s plain {deepest}-layer networks ({setting(f8)}) "
-             f"diverged in {s['n_diverged']} of {s['n']} runs and averaged {s['mean'] * 100:.1f}%")
+    text += (f". The same [loop rule](glossary.md#lsuv-variants) (“{label}”) in {ref(c8)}'s plain {deepest}-layer "
+             f"networks ({setting(f8)}) diverged in {s['n_diverged']} of {s['n']} runs and averaged "
+             f"{s['mean'] * 100:.1f}%")
     if s["n_diverged"] * 2 > s["n"]:
         text += (": a rule that does well on a small network is no guarantee at depth; check a start at the depth "
                  "you train.")
@@ -301,8 +369,8 @@ def _small_and_deep(build: Build) -> str:
         text += ": some runs failed at depth, so check a start at the depth you train."
     else:
         text += ": in this build it trained at depth too."
-    why = comparable(f7, f8)
-    return text + (f" (Two experiments, not a paired comparison: {_readable(why)}.)" if why else "")
+    why = why_not_paired(f7, f8)
+    return text + (f" These are two experiments, not a paired comparison: {why}." if why else "")
 
 
 def _tally_sentence(build: Build) -> str:
@@ -310,7 +378,7 @@ def _tally_sentence(build: Build) -> str:
     rows = [r for f in build.files.values() for r in f.data["summary"].get("verdicts") or []]
     runs = [a for p in accuracy_panels(build) for r in p["rows"] for a in r["accuracies"]]
     text = (f"Across the chapters, {_counts(rows)}. A claim not resolved is not a no: its interval spans both "
-            "answers, and more seeds would narrow it." if rows
+            "answers; more seeds narrow it where the spread between seeds, not diverged runs, makes it wide." if rows
             else "No chapter of this build saved verdicts on its claims.")
     return text + (f" Of {len(runs)} trained runs, {sum(a is None for a in runs)} diverged; each counts at chance "
                    "accuracy, never left out." if runs else "")
@@ -327,13 +395,34 @@ def bottom_line(build: Build, rows: Sequence[dict], not_compared: Sequence[dict]
 # ----------------------------------------------------------------------------- every chapter's verdicts
 
 
+# Each kind of claim, as (singular, plural) words: an ordering "a > b", or a claim of no difference "a ≈ b".
+KIND_WORDS = {"order": ("ordering a > b", "orderings a > b"),
+              "tie": ("claim of no difference a ≈ b", "claims of no difference a ≈ b")}
+
+
+def _verdict_words(verdict: str, margin: str) -> tuple[str, str]:
+    if verdict == "tie":  # an ordering whose interval lies inside the margin: the claimed lead is not there
+        return (f"came out level within {margin} (verdict “tie”)",) * 2
+    return {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold")}.get(
+        verdict, (f"is {verdict}", f"are {verdict}"))
+
+
 def _counts(rows: Sequence[dict]) -> str:
-    """"12 claims: 5 hold, 7 not resolved", verdicts in a fixed order."""
-    words = {"holds": ("holds", "hold"), "reversed": ("reversed",) * 2, "tie": ("a tie", "ties"),
-             "does not hold": ("does not hold", "do not hold"), "not resolved": ("not resolved",) * 2}
-    counts = {v: sum(r.get("verdict") == v for r in rows) for v in words}
-    return f"{len(rows)} claim{'' if len(rows) == 1 else 's'}: " + ", ".join(
-        f"{n} {words[v][n != 1]}" for v, n in counts.items() if n)
+    """"12 claims: of 9 orderings a > b, 6 hold and 3 are not resolved; of 3 claims of no difference a ≈ b, 3 hold".
+
+    Orderings and claims of no difference are counted apart, so a claim of no difference that holds is
+    never read as an ordering that holds, and an ordering that came out level says so."""
+    margins = {r["margin"] for r in rows if "margin" in r}
+    m = margins.pop() if len(margins) == 1 else None
+    margin = "the tie margin" if m is None else f"±{m:g} point{'s' * (m != 1)}"
+    parts = []
+    for kind, words in KIND_WORDS.items():
+        of_kind = [r for r in rows if r.get("kind", "order") == kind]
+        counts = {v: n for v in VERDICT_ORDER if (n := sum(r.get("verdict") == v for r in of_kind))}
+        if of_kind:
+            parts.append(f"of {len(of_kind)} {words[len(of_kind) != 1]}, "
+                         + _and([f"{n} {_verdict_words(v, margin)[n != 1]}" for v, n in counts.items()]))
+    return f"{len(rows)} claim{'' if len(rows) == 1 else 's'}: " + "; ".join(parts)
 
 
 def verdict_sections(build: Build) -> str:
@@ -356,23 +445,44 @@ def verdict_sections(build: Build) -> str:
     return "\n\n".join(blocks + [" ".join(_grouped("No verdicts", without))] if without else blocks)
 
 
-def source_rows(build: Build) -> list[dict]:
-    """Every chapter's comparisons with a source's single run (`source_verdicts`), as table rows."""
-    out = []
+def _compared(r: dict) -> tuple[str, str]:
+    """A source row's configuration, and what sets the row apart from others of it: the epoch, learning rate or
+    layer, from its `experiment` ("std, epoch 1": the part after the configuration) and `lr` fields."""
+    detail = str(r.get("experiment") or "").partition(", ")[2]
+    rate = f"lr {r['lr']:g}" if isinstance(r.get("lr"), (int, float)) else ""
+    return str(r.get("label") or r.get("experiment") or "one configuration"), ", ".join(x for x in (detail, rate) if x)
+
+
+def source_rows(build: Build) -> tuple[list[dict], list[dict]]:
+    """Every chapter's comparisons with a source's single run (`source_verdicts`) as table rows: those of a
+    final test accuracy (in %), and those of any other measurement (a layer's mean, in its own units)."""
+    accuracies, others = [], []
     for chapter in CHAPTERS:
-        for i, r in enumerate((_summary(build, chapter) or {}).get("source_verdicts") or [], 1):
+        for r in (_summary(build, chapter) or {}).get("source_verdicts") or []:
             if check_verdict(r):
                 continue  # not a row of stats.versus_source: the chapter's own page says so
-            out.append({"chapter": ref(chapter), "compared": r.get("label") or r.get("experiment") or f"row {i}",
-                        "one run of ours would fall in (95%)": "–" if r["low"] is None else
-                        f"{r['low'] * 100:.1f} to {r['high'] * 100:.1f}%",
-                        "the source (one run)": f"{r['source'] * 100:.1f}%", "verdict": r["verdict"]})
-    return out
+            label, detail = _compared(r)
+            if r.get("bounds") is not None and list(r["bounds"]) == [0, 1]:  # an accuracy: a fraction
+                accuracies.append({"chapter": ref(chapter), "compared": ", ".join(x for x in (label, detail) if x),
+                                   "one run of ours would fall in (95%)": "–" if r["low"] is None else
+                                   f"{r['low'] * 100:.1f} to {r['high'] * 100:.1f}%",
+                                   "the source (one run)": f"{r['source'] * 100:.1f}%", "verdict": r["verdict"]})
+            else:
+                others.append({"chapter": ref(chapter), "configuration": label, "measured": detail or "–",
+                               "one run of ours would fall in (95%)": "–" if r["low"] is None else
+                               f"{sci(r['low'], '#.2g')} to {sci(r['high'], '#.2g')}",
+                               "the source (one run)": sci(r["source"], "#.2g"), "verdict": r["verdict"]})
+    return accuracies, others
 
 
 def source_table(build: Build) -> str:
-    rows = source_rows(build)
-    return markdown_table(rows) if rows else "_No chapter of this build saved a comparison with a source._"
+    """The source comparisons as two tables: final test accuracies, then other measurements in their own units."""
+    accuracies, others = source_rows(build)
+    if not accuracies and not others:
+        return "_No chapter of this build saved a comparison with a source._"
+    return "\n\n".join(([f"**Final test accuracy**\n\n{markdown_table(accuracies)}"] if accuracies else [])
+                        + ([f"**Other measurements, in their own units** (not percentages)\n\n{markdown_table(others)}"]
+                           if others else []))
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -185,6 +185,18 @@ def _signed(x: float, digits: int) -> str:
     return text[1:] if float(text) == 0 else text
 
 
+LIMIT = 100.0  # points: no difference of two accuracies lies further from 0
+
+
+def shown_interval(row: dict, limit: float = LIMIT) -> tuple[float, float] | None:
+    r"""A verdict row's interval as a page shows it: cut at $\pm$`limit` points, the largest difference two
+    accuracies can have. The verdict is read from the uncut interval and cannot change: the interval holds
+    the effect, which lies within $\pm$`limit`, and the tie margin is far smaller. None without an interval."""
+    if row["ci_low"] is None:
+        return None
+    return max(row["ci_low"], -limit), min(row["ci_high"], limit)
+
+
 def _span(values, fmt=str) -> str:
     """`12` when all values agree, else `3 to 12`."""
     lo, hi = min(values), max(values)
@@ -210,7 +222,7 @@ def verdict_table(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_GU
             raise ValueError(f"verdict_table: row {r.get('claim')!r}: {problem}; make rows with stats.verdicts")
     level = _span([r["confidence"] for r in rows], lambda c: f"{c:.0%}")
     cells = [{"claim": r["claim"], "effect (points)": _signed(r["effect"], digits),
-              f"adjusted {level} interval": f"{_signed(r['ci_low'], digits)} to {_signed(r['ci_high'], digits)}"
+              f"adjusted {level} interval": " to ".join(_signed(x, digits) for x in shown_interval(r))
               if r["ci_low"] is not None else f"none: {r['n']} pairs, {MIN_PAIRS} needed",
               "a higher in": f"{r['n_a_higher']} of {r['n']} seeds",
               "diverged (a / b)": f"{r['n_diverged_a']} / {r['n_diverged_b']}", "verdict": r["verdict"]}
@@ -227,10 +239,13 @@ def verdict_caption(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_
                 f"{_span(halves, lambda h: f'{h:.{digits}f}')} points" if halves
                 else f"no claim had the {MIN_PAIRS} pairs an interval needs")
     m, margin = _span([r["m"] for r in rows]), _span([r["margin"] for r in rows], lambda x: f"{x:g}")
+    cut = any(r["ci_low"] is not None and shown_interval(r) != (r["ci_low"], r["ci_high"]) for r in rows)
     return (f"*Each interval: paired t on the per-seed differences a − b, Bonferroni-adjusted for the "
             f"m = {m} claim{'' if m == '1' else 's'} of its family; n = {_span([r['n'] for r in rows])} pairs, "
             f"a diverged run counting at chance accuracy; {smallest}; tie margin ±{margin} "
-            f"point{'' if margin == '1' else 's'}. [How to read a verdict]({guide}).*")
+            f"point{'' if margin == '1' else 's'}"
+            + (f"; an interval reaching past ±{LIMIT:g} points, the largest difference two accuracies can have, "
+               "is shown cut there" if cut else "") + f". [How to read a verdict]({guide}).*")
 
 
 # ============================================================================= a model, a share, an answer
@@ -310,8 +325,9 @@ def verdict_answer(row: dict, a: str, b: str, what: str = "final test accuracy",
         lead, body = "Not resolved", (f"with {n} pair{'s' * (n != 1)} of runs there is no interval ({MIN_PAIRS} are "
                                       f"needed), and {a} scored {_signed(effect, 1)} points of {what} against {b}")
     else:
-        span = (f"adjusted {row['confidence']:.0%} interval {_signed(row['ci_low'], 1)} to "
-                f"{_signed(row['ci_high'], 1)} points, higher in {row['n_a_higher']} of {n} seeds")
+        low, high = shown_interval(row)
+        span = (f"adjusted {row['confidence']:.0%} interval {_signed(low, 1)} to "
+                f"{_signed(high, 1)} points, higher in {row['n_a_higher']} of {n} seeds")
         lead, body = {
             "holds": ("Yes", f"{a} scored {effect:.1f} points more {what} than {b} ({span})"),
             "reversed": ("No, the reverse", f"{a} scored {-effect:.1f} points less {what} than {b} ({span})"),

@@ -22,6 +22,7 @@ from lsuvlib import charts, findings
 from lsuvlib.data import ImageSet
 from lsuvlib.experiment import Run
 from lsuvlib.results import Chapter
+from lsuvlib.page import sci
 from lsuvlib.stats import check_verdict, verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +154,7 @@ def test_the_figure_shows_every_seed_each_diverged_run_at_chance_and_both_kinds_
     panels = findings.accuracy_panels(build)
     fig = charts.final_accuracy_chart(panels)
     [ax] = fig.axes
-    assert fig.get_figwidth() == charts.WIDTH and ax.get_xlim() == (0, 100)
+    assert fig.get_figwidth() == 8.3 > charts.WIDTH and ax.get_xlim() == (0, 100)
     headings = [t.get_text() for t in ax.texts]
     assert headings == [p["title"] for p in panels] and headings[-1] == "Ch. 8 · deep plain networks · Fashion-MNIST"
     labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -187,15 +188,50 @@ def test_chapters_are_paired_only_when_every_parameter_matches(tmp_path):
     blog_chain(tmp_path, ch3=dict(lr=0.02))
     rows_, not_compared = findings.cross_chapter(built(tmp_path))
     assert [n["claim"] for n in not_compared] == ["ch. 4 standardised inputs > ch. 3 baseline"]
-    assert not_compared[0]["why"] == "chapter 4 and chapter 3 ran with different lr (0.2 against 0.02)"
-    assert [r["claim"] for r in rows_] == [c for c, _, _ in findings.CROSS[1:]]
+    assert not_compared[0]["why"] == ("chapter 4 and chapter 3 ran with different settings (learning rate: 0.2 "
+                                      "against 0.02)")
+    assert [r["claim"] for r in rows_] == ["ch. 5 BatchNorm + Kaiming > ch. 4 standardised inputs",
+                                           "ch. 6 LSUV > ch. 4 standardised inputs",
+                                           "ch. 5 BatchNorm + Kaiming > ch. 6 LSUV"]
     assert all(check_verdict(r) is None and r["m"] == 3 and r["n"] == 5 for r in rows_)
     headline = rows_[-1]
     assert headline["n_diverged_b"] == 1 and headline["n_a_higher"] == 5 and headline["verdict"] == "not resolved"
     assert rows_[0]["verdict"] == "holds" and rows_[0]["effect"] == pytest.approx(35.4)
     table = findings.cross_chapter_table(rows_, not_compared)
     assert table.endswith("\n\n**Not compared:**\n\n- ch. 4 standardised inputs > ch. 3 baseline, because chapter 4 "
-                          "and chapter 3 ran with different lr (0.2 against 0.02).")
+                          "and chapter 3 ran with different settings (learning rate: 0.2 against 0.02).")
+
+
+def test_a_chapter_of_several_configurations_is_named_by_the_one_meant_and_each_pair_says_what_differs(tmp_path):
+    blog_chain(tmp_path)
+    save(tmp_path, "06-lsuv-callback", {"lsuv_callback": [0.82, 0.81, None, 0.83, 0.80],
+                                        "lsuv_callback_stable": [0.85, 0.86, 0.84, 0.85, 0.86]},
+         {**BLOG_PARAMS, "momentum": 0.85, "leak": 0.1, "sub": 0.4, "stable_lr": 0.1},
+         configs={"lsuv_callback": "blog's rule, lr 0.2", "lsuv_callback_stable": "blog's rule, lr 0.1"})
+    build = built(tmp_path)
+    rows_, _ = findings.cross_chapter(build)
+    assert [r["claim"] for r in rows_][2:] == ["ch. 6 blog's rule, lr 0.2 > ch. 4 standardised inputs",
+                                               "ch. 5 BatchNorm + Kaiming > ch. 6 blog's rule, lr 0.2"]
+    said = findings.pair_differences(build).splitlines()
+    assert len(said) == 4 and said[0] == ("- ch. 4 standardised inputs > ch. 3 baseline: only the inputs, which "
+                                          "chapter 4 standardises; network, weights and plain SGD are chapter 3's.")
+    assert said[1].startswith("- ch. 5 BatchNorm + Kaiming > ch. 4 standardised inputs: the blog's whole recipe")
+    assert "inputs no longer standardised" in said[1] and said[3].endswith("kernels, momentum and inputs are the same.")
+    headline = findings.bottom_line(build, *findings.cross_chapter(build))[0]
+    assert headline.endswith("At chapter 6's lower rate (“blog's rule, lr 0.1”), none of 5 runs diverged.")
+
+
+def test_why_two_chapters_are_not_paired_is_said_in_a_readers_words(tmp_path):
+    p7 = dict(dataset="mnist", epochs=3, batch_size=256, n_train=None, n_seeds=10, progress=True)
+    p8 = dict(dataset="fashion_mnist", epochs=3, batch_size=256, n_train=12000, n_seeds=10, progress=False)
+    save(tmp_path, "07-mnist-variants", {"loop": [0.9] * 3}, p7, dataset="mnist", wanted="mnist")
+    save(tmp_path, "08-depth", {"lsuv_loop-depth-5": [0.8] * 3}, p8, wanted="fashion_mnist")
+    build = built(tmp_path)
+    f7, f8 = build.files["07-mnist-variants"], build.files["08-depth"]
+    assert findings.why_not_paired(f7, f8) == ("chapter 7 and chapter 8 ran with different settings (dataset: "
+                                               "MNIST against Fashion-MNIST; training images: the whole split "
+                                               "against 12,000)")
+    assert findings.why_not_paired(f7, f7) is None
 
 
 def test_a_missing_chapter_or_configuration_is_named_as_the_reason(tmp_path):
@@ -223,14 +259,18 @@ def test_the_bottom_line_follows_the_verdicts_and_the_parameters_actually_used(t
     build = built(tmp_path)
     headline, deep, tally, missing = findings.bottom_line(build, *findings.cross_chapter(build))
     assert headline.startswith("On the blog's CNN (lr 0.5, 3 epochs, 5 seeds, Fashion-MNIST; @sec-batchnorm-kaiming "
-                               "against @sec-lsuv-callback), this build cannot tell BatchNorm with Kaiming weights "
-                               "from LSUV without BatchNorm (")
-    assert "0.2" not in headline and headline.endswith("At that rate 1 of 5 LSUV runs diverged: a measured start does "
-                                                       "not make a too-high learning rate safe.")
+                               "against @sec-lsuv-callback, LSUV by [the blog's rule](glossary.md#lsuv-variants)), "
+                               "this build cannot tell BatchNorm with Kaiming weights from LSUV without BatchNorm (")
+    assert "0.2" not in headline and headline.endswith(
+        "(-41.1 to +79.5 points over 5 seeds). At that rate 1 of 5 runs of LSUV without BatchNorm diverged, each "
+        "counted at chance accuracy; in the 4 seeds where both trained, the difference was +5.2 points. The diverged "
+        "runs, not the number of seeds, decide this comparison: more seeds would only measure how often a run "
+        "diverges at this rate. A measured start does not make a too-high learning rate safe.")
+    assert "more seeds are needed" not in headline
     assert deep.startswith("In @sec-mnist-variants (3 epochs, 5 seeds, MNIST) the variant “loop” ended with the "
                            "highest mean test accuracy, 96.2%")
     assert "plain 30-layer networks (lr 0.01, 1 epoch, 5 seeds, Fashion-MNIST) diverged in 3 of 5 runs" in deep
-    assert "no guarantee at depth" in deep and "Two experiments, not a paired comparison" in deep
+    assert "no guarantee at depth" in deep and "two experiments, not a paired comparison" in deep
     assert tally.startswith("No chapter of this build saved verdicts") and "Of 40 trained runs, 4 diverged" in tally
     assert missing == ("Left out of every point above, because the chapter was not built: @sec-motivation and "
                        "@sec-lr-finder.")
@@ -246,9 +286,21 @@ def test_the_bottom_line_changes_with_the_verdict(tmp_path, lsuv, says):
     build = built(tmp_path)
     headline, deep, *_ = findings.bottom_line(build, *findings.cross_chapter(build))
     assert says in headline and "diverged" not in headline
-    assert deep.endswith("in this build it trained at depth too. (Two experiments, not a paired comparison: chapter 7 "
-                         "and chapter 8 ran with different batch_size (256 against 64), dataset (mnist against "
-                         "fashion_mnist), epochs (3 against 1).)")
+    assert deep.endswith("in this build it trained at depth too. These are two experiments, not a paired comparison: "
+                         "chapter 7 and chapter 8 ran with different settings (batch size: 256 against 64; dataset: "
+                         "MNIST against Fashion-MNIST; epochs: 3 against 1).")
+
+
+def test_a_headline_interval_past_100_points_is_cut_there_and_blames_the_diverged_runs(tmp_path):
+    blog_chain(tmp_path, lsuv=(0.82, None, None, None, 0.80))
+    build = built(tmp_path)
+    rows_, not_compared = findings.cross_chapter(build)
+    assert rows_[-1]["ci_high"] > 100 and rows_[-1]["verdict"] == "not resolved"
+    headline = findings.bottom_line(build, rows_, not_compared)[0]
+    assert f"({rows_[-1]['ci_low']:+.1f} to +100.0 points over 5 seeds)" in headline
+    assert "At that rate 3 of 5 runs of LSUV without BatchNorm diverged" in headline
+    assert "in the 2 seeds where both trained, the difference was +6.0 points" in headline
+    assert "The diverged runs, not the number of seeds, decide this comparison" in headline
 
 
 # ----------------------------------------------------------------------------- verdicts and provenance
@@ -261,22 +313,50 @@ def test_saved_verdicts_show_as_the_books_table_and_a_contradicted_row_is_refuse
     save(tmp_path, "08-depth", {"x": [0.5] * 5}, verdicts=bad)
     text = findings.verdict_sections(built(tmp_path))
     assert text.count("::: {.callout-note") == 2
-    assert "## Chapter 7: 1 claim: 1 holds\n\nFrom @sec-mnist-variants." in text
+    assert "## Chapter 7: 1 claim: of 1 ordering a > b, 1 holds\n\nFrom @sec-mnist-variants." in text
     assert "| a > b | +10.20 |" in text and "[How to read a verdict](reading-verdicts.html)" in text
     assert "Its verdicts are not shown: verdict_table: row 'a > b': verdict 'reversed'" in text
     assert text.endswith("No verdicts, because the chapter was not built: @sec-motivation, @sec-lr-finder, "
                          "@sec-baseline, @sec-input-normalisation, @sec-batchnorm-kaiming and @sec-lsuv-callback.")
 
 
-def test_source_rows_only_from_rows_of_versus_source(tmp_path):
+def test_ties_and_orderings_are_counted_apart():
+    """Item 8 of the review: a claim of no difference that holds is not an ordering that holds."""
+    base = {s: 0.9 for s in range(10)}
+    near = {s: 0.9 + (0.001 if s % 2 else -0.001) for s in range(10)}
+    ahead = {s: 0.95 + 0.001 * s for s in range(10)}
+    rows_ = verdicts([dict(claim="a > b", a=ahead, b=base), dict(claim="c > b", a=near, b=base),
+                      dict(claim="c ≈ b", a=near, b=base, kind="tie")])
+    assert [r["verdict"] for r in rows_] == ["holds", "tie", "holds"]
+    assert findings._counts(rows_) == ("3 claims: of 2 orderings a > b, 1 holds and 1 came out level within ±1 point "
+                                       "(verdict “tie”); of 1 claim of no difference a ≈ b, 1 holds")
+
+
+def test_source_rows_only_from_rows_of_versus_source_and_in_their_own_units(tmp_path):
     from lsuvlib.stats import versus_source
 
-    row = dict(versus_source([0.8, 0.82, 0.81], 0.799, same_dataset=False), label="LSUV callback")
+    row = dict(versus_source([0.8, 0.82, 0.81], 0.799, same_dataset=False), experiment="lsuv_callback",
+               label="the blog's rule", lr=0.2)
+    epoch = dict(versus_source([0.9, 0.92, 0.91], 0.93, same_dataset=True), experiment="loop, epoch 1", label="loop")
+    mean = dict(versus_source([0.0004, 0.0001, -0.0002], 0.00005, same_dataset=True, bounds=None, max_width=0.2),
+                experiment="loop, conv 1 (6 ch): mean after LSUV", label="loop")
     save(tmp_path, "06-lsuv-callback", {"lsuv_callback": [0.8, 0.82, 0.81]}, source_verdicts=[row, {"verdict": "?"}])
-    [got] = findings.source_rows(built(tmp_path))
-    assert got == {"chapter": "@sec-lsuv-callback", "compared": "LSUV callback",
-                   "one run of ours would fall in (95%)": "76.0 to 86.0%", "the source (one run)": "79.9%",
-                   "verdict": "other dataset: no verdict"}
+    save(tmp_path, "07-mnist-variants", {"loop": [0.9, 0.92, 0.91]}, dataset="mnist", wanted="mnist",
+         source_verdicts=[epoch, mean])
+    build = built(tmp_path)
+    accuracies, others = findings.source_rows(build)
+    assert accuracies[0] == {"chapter": "@sec-lsuv-callback", "compared": "the blog's rule, lr 0.2",
+                             "one run of ours would fall in (95%)": "76.0 to 86.0%", "the source (one run)": "79.9%",
+                             "verdict": "other dataset: no verdict"}
+    assert accuracies[1]["compared"] == "loop, epoch 1" and len(accuracies) == 2
+    assert others == [{"chapter": "@sec-mnist-variants", "configuration": "loop",
+                       "measured": "conv 1 (6 ch): mean after LSUV",
+                       "one run of ours would fall in (95%)":
+                           f"{sci(mean['low'], '#.2g')} to {sci(mean['high'], '#.2g')}",
+                       "the source (one run)": "$5 \\times 10^{-5}$", "verdict": "consistent with the source"}]
+    assert "%" not in others[0]["one run of ours would fall in (95%)"]
+    table = findings.source_table(build)
+    assert table.index("**Final test accuracy**") < table.index("**Other measurements, in their own units**")
 
 
 def test_the_record_names_the_run_of_every_file_and_every_file_left_out(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lsuvlib.page import Table, verdict_table
-from lsuvlib.stats import verdicts
+from lsuvlib.page import Table, shown_interval, verdict_table
+from lsuvlib.stats import verdict_for, verdicts
 
 from history_rows import rows
 
@@ -89,6 +89,30 @@ def test_the_table_refuses_a_row_its_interval_contradicts():
     with pytest.raises(ValueError, match="missing fields"):
         verdict_table([dict(claim="old", effect=1.15, ci_low=-0.7, ci_high=3.0, verdict="holds")])
     assert verdict_table([]) == "_No claim was tested._"
+
+
+
+def test_an_interval_past_100_points_is_shown_cut_there_and_no_verdict_changes():
+    """Three of five runs of b diverge (at chance 10%): among 4 claims the interval reaches past +100 points."""
+    a = {s: 0.87 for s in range(5)}
+    b = {0: None, 1: None, 2: None, 3: 0.86, 4: 0.88}
+    rows_ = verdicts([dict(claim=f"a > b, copy {i}", a=a, b=b) for i in range(4)], chance=0.1)
+    assert rows_[0]["ci_high"] > 100 and rows_[0]["ci_low"] < 0  # the saved row keeps the procedure's interval
+    table = verdict_table(rows_)
+    low = f"{rows_[0]['ci_low']:+.2f}"
+    assert cells(table)[2][2] == f"{low} to +100.00" and cells(table)[2][5] == "not resolved"
+    assert "an interval reaching past ±100 points, the largest difference two accuracies can have, is shown cut " \
+           "there." in table
+    assert "shown cut" not in verdict_table(family()), "said only when an interval was cut"
+    rng = random.Random(0)  # no verdict differs between the cut interval and the procedure's
+    for _ in range(300):
+        lo = rng.uniform(-250, 100)
+        row = dict(ci_low=lo, ci_high=lo + rng.uniform(0, 250))
+        for kind in ("order", "tie"):
+            if -100 <= (row["ci_low"] + row["ci_high"]) / 2 <= 100:  # the effect of two accuracies lies there
+                assert verdict_for(kind, *shown_interval(row), 1.0) == verdict_for(kind, row["ci_low"],
+                                                                                   row["ci_high"], 1.0)
+    assert shown_interval(dict(ci_low=None, ci_high=None)) is None
 
 
 # ============================================================================= the appendix
