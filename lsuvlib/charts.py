@@ -178,7 +178,11 @@ def plot_stats(stats: ActivationStats, title: str = "Activation mean and std per
         ax_std.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
         ax_std.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax_std.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax_std.legend(title="Layer", loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the lines, never over them
+    handles, labels = ax_std.get_legend_handles_labels()
+    zero = len(stats.names)  # the mean panel's "target 0" after the layers, before "target 1"
+    handles.insert(zero, ax_mean.get_legend_handles_labels()[0][zero])
+    labels.insert(zero, "target 0")
+    ax_std.legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5))  # off the lines
     fig.suptitle(title)
     return fig
 
@@ -278,17 +282,23 @@ def plot_lr_find(results: LRFindResult | dict[str, LRFindResult], title: str = "
     `results` is one `LRFindResult` or `{label: result}`, one line each (a smoothed one says so).
     A sweep whose curve never falls (`LRFindResult.falling_part` is None) suggests no rate, and
     its legend entry says so. `marks` draws other rates as dotted lines, `{label: lr}` (e.g. the
-    blog's rate). The loss axis runs from half the lowest loss to 1.5 times the highest first loss, so a last
-    loss that exploded leaves the top of the chart instead of flattening the rest.
+    blog's rate). The loss axis runs from half the lowest loss to just above the highest loss, at
+    least 1.5 and at most 3 times the highest first loss: a loss that exploded past that leaves the
+    top instead of flattening the rest, and its line's legend entry says at which rate.
     """
     if not isinstance(results, dict):
         results = {"loss of each batch": results}
+    firsts = [r.losses[0] for r in results.values() if r.losses and math.isfinite(r.losses[0])]
+    finite = [x for r in results.values() for x in r.losses if math.isfinite(x)]
+    top = min(max(1.5 * max(firsts), 1.05 * max(finite)), 3 * max(firsts)) if firsts else math.inf
     fig = Figure(figsize=(WIDTH, 3.6), layout="constrained")
     ax = fig.subplots()
     for k, (name, res) in enumerate(results.items()):
         fall = res.falling_part()
         label = name + (f", smoothed (EMA {res.smoothing:g})" if res.smoothing else "")
         label += "" if fall else " (never falls)"
+        off = next((lr for lr, x in zip(res.lrs, res.losses) if not x <= top), None)  # NaN too
+        label += "" if off is None else f" (off the chart from rate {off:.3g})"
         ax.plot(res.lrs, res.losses, color=f"C{k}", marker=".", label=label)
         if fall:
             ax.axvspan(res.lrs[fall[0]], res.lrs[fall[1]], color=f"C{k}", alpha=0.12, label="its falling part")
@@ -296,10 +306,9 @@ def plot_lr_find(results: LRFindResult | dict[str, LRFindResult], title: str = "
                        label=f"its suggested rate, {res.suggestion:.3g} (a tenth of the lowest point's)")
     for name, lr in (marks or {}).items():
         ax.axvline(lr, color="k", ls=":", lw=1, label=f"{name} = {lr:g}")
-    firsts = [r.losses[0] for r in results.values() if r.losses and math.isfinite(r.losses[0])]
     lows = [r.losses[r.lowest] for r in results.values() if r.lowest is not None]
     if firsts and lows:  # from half the lowest loss: the falls fill the chart, not the empty space below
-        ax.set_ylim(0.5 * min(lows), 1.5 * max(firsts))
+        ax.set_ylim(0.5 * min(lows), top)
     ax.set(xscale="log", title=title, xlabel="Learning rate (log scale)", ylabel="Training loss of the batch")
     fig.legend(loc="outside lower center")  # under the chart, off the lines
     return fig

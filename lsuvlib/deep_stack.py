@@ -83,8 +83,15 @@ def ends_text(curves: dict[str, Sequence[float]], sigmas: dict[str, float], widt
     return f"The activations' std through the {depth} layers:\n\n" + "\n".join(lines)
 
 
-def kaiming_text(rows: Sequence[dict], input_moment: float, width: int) -> str:
-    """Why one Kaiming stack ends below 1 although the rule keeps the second moment at 1 on average."""
+def kaiming_text(rows: Sequence[dict], input_moment: float, width: int, n_inputs: int | None = None) -> str:
+    r"""Why one Kaiming stack ends below 1 although the rule keeps the second moment at 1 on average.
+
+    The spread $s$ of the layer factors around their average $\bar f$ sets their drift: by
+    $\log(1 + d) \approx d - d^2/2$ their logarithms average about $\ln \bar f - \tfrac12 (s/\bar f)^2$.
+    For one input $s = \sqrt{5/n}$ at width $n$ (the square of a ReLU'd Gaussian has a variance 5
+    times its squared mean, averaged over $n$ units); a second moment averaged over `n_inputs`
+    inputs varies less.
+    """
     factors = layer_factors(rows, input_moment)
     logs = [math.log(f) for f in factors]
     q = second_moments(rows)[-1]
@@ -93,20 +100,30 @@ def kaiming_text(rows: Sequence[dict], input_moment: float, width: int) -> str:
     margin = 2 * spread / math.sqrt(len(factors))  # two standard errors of that mean
     verdict = ("Kaiming's rule holds" if abs(mean - 1) <= margin else
                f"further from 1 than two standard errors ({margin:.3f}) allow")
+    one, cost = math.sqrt(5 / width), (spread / mean) ** 2 / 2
+    if n_inputs and n_inputs > 1:
+        versus = ("so this stack's spread is smaller" if spread < one else
+                  f"although this stack's spread is not smaller: {len(factors)} factors pin it down only to about "
+                  f"±{spread / math.sqrt(2 * (len(factors) - 1)):.2f}")
+        theory = (f" (For a single input the spread would be $\\sqrt{{5/n}}$ = {one:.2f} at this width, n = {width}. "
+                  f"Here each second moment is an average over {n_inputs} inputs, which evens out the part of each "
+                  f"factor that depends on the input, {versus}.)")
+    else:
+        theory = f" (For a single input it is $\\sqrt{{5/n}}$ = {one:.2f} at this width, n = {width}.)"
     return (
         f"The {len(factors)} factors by which this stack's layers multiplied the second moment averaged "
         f"**{mean:.3f}**: {verdict}. But each is a random draw: they spread with a standard deviation of "
-        f"{spread:.2f} (for one input the spread is $\\sqrt{{5/n}}$ = {math.sqrt(5 / width):.2f} at width "
-        f"{width}, and it shrinks as the layers widen). A product of random factors that average 1 is usually "
-        f"below 1, because a factor of $1 - d$ costs more than $1 + d$ gains: their logarithms averaged "
-        f"{_num(statistics.mean(logs))} (about $-5/(2n)$ = {_num(-5 / (2 * width))} for one input), and "
-        f"{len(factors)} of them multiply to $e^{{{sum(logs):.2f}}}$ = {math.exp(sum(logs)):.2f}. With an input "
+        f"s = {spread:.2f}.{theory} A product of random factors usually ends below their average multiplied by itself "
+        f"as often, because a factor of $1 - d$ costs more than $1 + d$ gains: by $\\log(1 + d) \\approx d - d^2/2$, a "
+        f"spread s around an average $\\bar f$ costs each factor's logarithm about $\\tfrac12 (s/\\bar f)^2$ = "
+        f"{_num(cost)}, so the logarithms should average about $\\ln \\bar f$ − {_num(cost)} = "
+        f"{_num(math.log(mean) - cost)}. They averaged {_num(statistics.mean(logs))}, and {len(factors)} of them "
+        f"multiply to $e^{{{sum(logs):.2f}}}$ = {math.exp(sum(logs)):.2f}. With an input "
         f"second moment of {input_moment:.3f}, the last layer's second moment is {q:.2f}, its root mean square "
-        f"{rms:.2f}.\n\nThe figure shows the std, and a ReLU's output is never negative, so part of its second "
-        f"moment is its mean: the std is {std / rms:.2f} of the root mean square ($\\sqrt{{1 - 1/\\pi}}$ = "
-        f"{RELU_STD_SHARE:.2f} for a Gaussian input), and {std / rms:.2f} × {rms:.2f} = **{std:.2f}**. Averaged "
-        f"over many draws of the weights, the second moment stays 1; any one draw of a deep, finite stack "
-        f"drifts. LSUV, which measures each layer on the data, does not.")
+        f"{rms:.2f}.\n\nThe figure shows the std, which is {std / rms:.2f} of the root mean square here "
+        f"($\\sqrt{{1 - 1/\\pi}}$ = {RELU_STD_SHARE:.2f} for a Gaussian input, as above), and {std / rms:.2f} × "
+        f"{rms:.2f} = **{std:.2f}**. Averaged over many draws of the weights, the second moment stays 1; any one "
+        f"draw of a deep, finite stack drifts. LSUV, which measures each layer on the data, does not.")
 
 
 def answer(curves: dict[str, Sequence[float]]) -> str:

@@ -207,3 +207,38 @@ def answer(stuck: LRFindResult, moving: LRFindResult, stuck_name: str, moving_na
         place = blog_rate_place(res, blog_lr)
         return text + (f", and the blog's rate of {blog_lr:g} is {place[1]}" if place and res.suggestion else "")
     return f"For {stuck_name}, the finder {said(stuck)}; for {moving_name}, it {said(moving)}."
+
+
+def choice_text(stuck: LRFindResult, moving: LRFindResult, stuck_name: str, moving_name: str,
+                blog_lr: float = BLOG_LR) -> str:
+    """Which rate a reader should take from these sweeps, and how much room the blog's `blog_lr` leaves
+    before the turn of `moving`'s curve, conditional on what the curves show."""
+    if moving.suggestion is None:
+        return ("Which rate to pick? The finder cannot say here: neither curve falls, so the rate has to come from "
+                "elsewhere, such as the blog's, and be checked by training.")
+    (_, low), lrs = moving.falling_part(), moving.lrs
+    text = [f"Which rate to pick? For {moving_name}, take the rule of thumb's **{sci(moving.suggestion)}**: a tenth of "
+            "the rate at the lowest loss, it keeps well clear of the turn where the steps start to overshoot."]
+    if low == len(lrs) - 1:
+        text.append(f"The loss was still falling when the sweep ended, so the turn lies beyond {sci(lrs[-1])} and "
+                    "the suggestion is a lower bound.")
+    place, turn = blog_rate_place(moving, blog_lr), lrs[low]
+    blog = f"The blog's rate of {blog_lr:g}"
+    if place is None:
+        text.append(f"The sweep ended before the blog's rate of {blog_lr:g}, so it says nothing about that rate.")
+    elif blog_lr <= moving.suggestion:
+        text.append(f"{blog} is no higher, so by this curve it is a safe choice too.")
+    else:
+        blog += f" is {blog_lr / moving.suggestion:.2g} times that suggestion and {place[1]}"
+        text.append(f"{blog}: by this curve it is at or past the turn, too high a rate." if turn <= blog_lr else
+                    f"{blog}; the lowest point's rate, {sci(turn)}, is only {turn / blog_lr:.1f} times higher, so it "
+                    "leaves little room." if turn < 3 * blog_lr else
+                    f"{blog}; the lowest point's rate, {sci(turn)}, is {turn / blog_lr:.2g} times higher.")
+    text.append("The sweep took one plain-SGD step per rate; @sec-batchnorm-kaiming and @sec-lsuv-callback train "
+                "for whole epochs with momentum, whose steps build up to several times one gradient step, so a rate "
+                "near the turn has less room still there. @sec-lsuv-callback trains at the blog's rate and at a lower "
+                "one and counts, at each, the runs that diverge.")
+    if stuck.suggestion is None:
+        text.append(f"For {stuck_name}, the finder offers no rate at all: its initialisation, not its rate, is what "
+                    "needs changing first.")
+    return " ".join(text)

@@ -12,7 +12,7 @@ from torch import nn
 
 from .experiment import summarise_final
 from .hooks import reader_names
-from .page import Table, markdown_table
+from .page import Table, markdown_table, sci
 from .stats import fmt_mean_sd, pairs_needed
 
 NEAR_ONE = 0.05  # how close to 1 a std must come to count as "jumped to 1"
@@ -51,7 +51,8 @@ def _span(values: Sequence[float], fmt: str = ".2f") -> str:
 def report_table(report, names: Mapping[str, str]) -> Table:
     """An `LSUVReport` as a table, each layer under its reader's name, with what became of the layers it did not set."""
     rows = [{"layer": names.get(r.layer, r.layer), "steps": r.iterations, "mean before": _fixed(r.mean_before),
-             "std before": _fixed(r.std_before), "mean after": f"{r.mean_after:.1e}", "std after": _fixed(r.std_after)}
+             "std before": _fixed(r.std_before), "mean after": sci(r.mean_after, ".2g"),
+             "std after": _fixed(r.std_after)}
             for r in report]
     notes = [f"{names.get(r.layer, r.layer)} did not converge: {r.status.removeprefix('not converged: ')}"
              for r in report if not r.converged]
@@ -181,18 +182,28 @@ def divergence_text(at_blog: Mapping[str, Sequence], at_stable: Mapping[str, Seq
     return text
 
 
-def shared_divergence_text(at_blog: Mapping[str, Sequence], lr: float) -> str:
-    """What the pairs in which both rules diverged (a difference of exactly 0) mean for the verdict at `lr`."""
+def _lost_by_both(runs_by_rule: Mapping[str, Sequence]) -> set[int]:
+    """The seeds on which every rule's run diverged."""
+    return set.intersection(*(set(_diverged_seeds(runs)) for runs in runs_by_rule.values()))
+
+
+def shared_divergence_text(at_blog: Mapping[str, Sequence], lr: float, row: Mapping | None = None) -> str:
+    """What the pairs in which both rules diverged (a difference of exactly 0) mean for the verdict `row` at `lr`."""
     lost = [set(_diverged_seeds(runs)) for runs in at_blog.values()]
-    both, n = set.intersection(*lost), len(next(iter(at_blog.values())))
+    both, n = _lost_by_both(at_blog), len(next(iter(at_blog.values())))
     if not both:
         return ""
-    text = (f"At lr {lr:g}, {len(both)} of the {n} pairs lost both runs, which count at chance on both sides: a "
-            "difference of exactly 0")
+    pairs, tie = f"in {len(both)} of the {n} pairs both runs diverged", row is not None and row["verdict"] == "tie"
+    text = (f"The tie at lr {lr:g} is mostly a tie of two failures: {pairs}, and each such pair, counted at chance on "
+            "both sides, is a difference of exactly 0." if tie else
+            f"At lr {lr:g}, {pairs}, which count at chance on both sides: a difference of exactly 0.")
     if all(s == lost[0] for s in lost):
-        return text + (". Neither rule kept a seed the other lost, so the verdict at that rate rests on the "
-                       f"{_count(n - len(both), 'seed')} that trained under both rules.")
-    return text + "."
+        kept = n - len(both)
+        text += (f" Neither rule kept a seed the other lost, so only the {_count(kept, 'seed')} that trained under "
+                 f"both rules give{'s' * (kept == 1)} a difference other than 0"
+                 + ("; the tie says that the two rules fail on the same seeds, not that they train equally well."
+                    if tie else "."))
+    return text
 
 
 def same_start(a: Sequence, b: Sequence) -> bool:
@@ -247,9 +258,11 @@ def scale_text(report) -> str:
     last = {s["layer"]: s["std"] for s in passes[-1]["stats"]}
     ratios = [last[k] / first[k] for k in first if k in last and first[k] > 0]
     return (f"LSUV starts this network at a larger scale than PyTorch's default draw: the activations' standard "
-            f"deviations, {_and([f'{v:.2f}' for v in first.values()])} layer by layer at the first pass (the default "
-            f"draw), are {_span(list(last.values()))} at the last, {_span(ratios, '.1f')} times larger. Without "
-            "BatchNorm nothing holds them there once large steps move the weights.")
+            f"deviations, {_and([f'{v:.2f}' for v in first.values()])} layer by layer at LSUV's first pass (the "
+            f"default draw in every layer), are {_span(list(last.values()))} at the last, {_span(ratios, '.1f')} "
+            "times larger. (The *std before* of @sec-lsuv-did is larger from conv 2 on, because it is measured once "
+            "the layers in front were already scaled up.) Without BatchNorm nothing holds them there once large "
+            "steps move the weights.")
 
 
 def after_training_text(stats, last: int = 10) -> str:
@@ -286,11 +299,16 @@ def _verdict_words(row: Mapping) -> str:
 def answer(at_blog: Mapping[str, Sequence], at_stable: Mapping[str, Sequence], lr: float, stable_lr: float,
            rows: Sequence[dict], chance: float, dataset: str, passes: int) -> str:
     """The chapter's answer from its runs and its verdict `rows` (one per rate, the blog's first); the first rule of
-    `at_stable` is the blog's."""
+    `at_stable` is the blog's. A rate at which both rules lost a seed says so beside its verdict."""
     blog_rule, stable = next(iter(at_stable.items()))
+
+    def verdict(rate: float, row: Mapping, runs_by_rule: Mapping[str, Sequence]) -> str:
+        both, n = _lost_by_both(runs_by_rule), len(next(iter(runs_by_rule.values())))
+        return (f"{_fixed(row['effect'], '+.2f')} points at lr {rate:g}, {_verdict_words(row)}"
+                + (f" (both rules diverged on {len(both)} of the {n} seeds)" if both else ""))
     return (f"On {dataset}, at the blog's lr {lr:g}, {_diverged_counts(at_blog)}; at lr {stable_lr:g}, "
             f"{_diverged_counts(at_stable)}, and {blog_rule} ended at "
             f"{fmt_mean_sd(summarise_final(stable, chance), digits=3)} final test accuracy. The library's variant "
-            "against the blog's rule: " + "; ".join(f"{_fixed(r['effect'], '+.2f')} points at lr {rate:g}, "
-                                                   f"{_verdict_words(r)}" for rate, r in zip((lr, stable_lr), rows))
+            "against the blog's rule: " + "; ".join(verdict(rate, r, by_rule) for rate, r, by_rule
+                                                   in zip((lr, stable_lr), rows, (at_blog, at_stable)))
             + f". The blog's \"staircase\" is LSUV's own {passes} forward passes, before training starts.")

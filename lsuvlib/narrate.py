@@ -116,13 +116,15 @@ def activation_report(stats: "ActivationStats", plateau: int | None = None, last
     With `plateau` ($k$, from `plateau`), a first column gives each layer's std over the first
     $k$ batches, while the loss sat at chance level, and the text follows it through the layers.
     """
+    last = min(last, stats.means.shape[1])  # a short run has fewer batches than `last`
     layers, during = stats.summary(last), [s[:plateau].mean().item() for s in stats.stds] if plateau else []
     cutoff = stats.near_zero_cutoff
+    end = f"last {last} batches"  # every column but the first two says which batches it averages
     rows = [{"layer": r["layer"], **({f"std at chance level (batches 1 to {plateau})": d} if plateau else {}),
-             "mean": r["mean"], "std": r["std"], "exactly 0": share(r["zero"]),
-             f"near 0 (under {cutoff:g})": share(r["near_zero"])}
+             f"mean ({end})": r["mean"], f"std ({end})": r["std"], f"exactly 0 ({end})": share(r["zero"]),
+             f"near 0, under {cutoff:g} ({end})": share(r["near_zero"])}
             for r, d in zip(layers, during or [None] * len(layers))]
-    text = f"Mean, std and shares: averaged over the last {last} training batches of the first run."
+    text = f"The columns marked *{end}* average the last {last} training batches of the first run."
     if plateau:
         text += (f" While the loss sat at chance level, the activations' std was {during[0]:.3f} after the first layer "
                  f"and {during[-1]:.3f} after the last")
@@ -205,13 +207,18 @@ def pair_table(a_runs: Sequence, b_runs: Sequence, a: str, b: str, a_plateaus: M
 
 
 def plateau_comparison(a_plateaus: Mapping, b_plateaus: Mapping, a: str, b: str) -> str:
-    """How the wait at chance level compares, seed by seed, for the seeds whose runs both left it."""
+    """How the wait at chance level compares, seed by seed, over the seeds on which both runs left it."""
     both = [s for s in a_plateaus if a_plateaus[s] is not None and b_plateaus.get(s) is not None]
     if not both:
         return ""
-    sooner = sum(a_plateaus[s] < b_plateaus[s] for s in both)
-    return (f"The loss left chance level sooner with {a} in {sooner} of {len(both)} seeds whose runs both left it: "
-            f"after a median of {statistics.median(a_plateaus[s] for s in both):g} batches, against "
+    sooner, n = sum(a_plateaus[s] < b_plateaus[s] for s in both), len(both)
+    if n == len(a_plateaus):
+        lead = (f"On every seed both runs left chance level, and the loss left it sooner with {a} on "
+                + (f"all {n}" if sooner == n > 1 else f"{sooner} of {n}"))
+    else:
+        lead = (f"Both runs left chance level on {n} of {len(a_plateaus)} seeds; on {sooner} of those {n} the loss "
+                f"left it sooner with {a}")
+    return (f"{lead}: after a median of {statistics.median(a_plateaus[s] for s in both):g} batches, against "
             f"{statistics.median(b_plateaus[s] for s in both):g} with {b}.")
 
 

@@ -206,7 +206,7 @@ def _span(values, fmt=str) -> str:
 def verdict_table(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_GUIDE) -> Table:
     """The rows of `stats.verdicts` as the book's verdict table, with a one-line caption under it.
 
-    Columns: claim, effect (points), adjusted interval, a higher in k of n seeds, diverged
+    Columns: claim, effect (points), adjusted interval, seeds where a > b ("k of n"), diverged
     (a / b), verdict. The caption states the procedure, the family size $m$, the pairs $n$,
     the smallest effect the intervals could resolve (their half-widths), the tie margin, and
     links the appendix `guide`. A row that `stats.check_verdict` faults is an error: the table
@@ -224,7 +224,7 @@ def verdict_table(rows: Sequence[dict], digits: int = 2, guide: str = VERDICT_GU
     cells = [{"claim": r["claim"], "effect (points)": _signed(r["effect"], digits),
               f"adjusted {level} interval": " to ".join(_signed(x, digits) for x in shown_interval(r))
               if r["ci_low"] is not None else f"none: {r['n']} pairs, {MIN_PAIRS} needed",
-              "a higher in": f"{r['n_a_higher']} of {r['n']} seeds",
+              "seeds where a > b": f"{r['n_a_higher']} of {r['n']}",
               "diverged (a / b)": f"{r['n_diverged_a']} / {r['n_diverged_b']}", "verdict": r["verdict"]}
              for r in rows]
     return Table(markdown_table(cells) + "\n\n" + verdict_caption(rows, digits, guide))
@@ -341,20 +341,25 @@ def verdict_answer(row: dict, a: str, b: str, what: str = "final test accuracy",
             + (f"; diverged, and counted at chance accuracy: {' and '.join(diverged)}." if diverged else "."))
 
 
-def effect_note(rows: Sequence[dict], effect: float, what: str = "final test accuracy") -> str:
+def effect_note(rows: Sequence[dict], effect: float, what: str = "final test accuracy",
+                about: str = "This chapter is about an effect of {effect}.") -> str:
     """What a family of verdict rows can resolve, against the `effect` (points) the chapter is about.
 
-    States the effect, the spread of the per-seed differences measured (the largest sd of the
-    family), the smallest effect the intervals resolve (`stats.min_detectable_effect`) and the
-    seeds that spread would need for `effect` (`stats.pairs_needed`).
+    States the effect (the sentence `about`, in which `{effect}` reads "4 points of final test
+    accuracy"; a chapter whose seeds were chosen elsewhere says so there), the spread of the
+    per-seed differences measured (the largest sd of the family), the smallest effect the
+    intervals resolve (`stats.min_detectable_effect`) and the seeds that spread would need for
+    `effect` (`stats.pairs_needed`).
     """
     from .stats import MIN_PAIRS, min_detectable_effect, pairs_needed
 
     if not effect > 0:
         raise ValueError(f"effect must be a positive number of points, got {effect}")
+    if "{effect}" not in about:
+        raise ValueError(f"about must contain '{{effect}}' where the effect goes, got {about!r}")
     n, m = max(r["n"] for r in rows), max(r["m"] for r in rows)
     claims = f"{m} claim{'s' * (m != 1)}"
-    text = f"This chapter is about an effect of {effect:g} points of {what}."
+    text = about.replace("{effect}", f"{effect:g} points of {what}")
     sds = [r["sd"] for r in rows if r["sd"] is not None]
     if n < MIN_PAIRS or not sds:
         return text + f" With {n} seed{'s' * (n != 1)} no interval can be given: at least {MIN_PAIRS} are needed."

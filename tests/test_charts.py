@@ -241,7 +241,7 @@ def test_plot_stats_draws_the_hand_computed_means_and_stds(trained):
         assert list(mean_ax.lines[k].get_ydata()) == pytest.approx(trained["expected"]["means"][k], abs=1e-5)
         assert list(std_ax.lines[k].get_ydata()) == pytest.approx(trained["expected"]["stds"][k], abs=1e-5)
     labels = [t.get_text() for t in std_ax.get_legend().get_texts()]
-    assert labels[:2] == LAYER_NAMES
+    assert labels == [*LAYER_NAMES, "target 0", "target 1"]  # both reference lines drawn, both named
 
 
 def test_lsuv_passes_draws_each_activation_per_pass_and_marks_each_new_layer(trained):
@@ -424,6 +424,20 @@ def test_plot_lr_find_draws_no_suggestion_for_a_curve_that_never_falls(toy):
     assert sum("suggested" in label for label in labels) == 1  # the falling sweep's only
     assert "the blog's rate = 0.2" in labels and "the blog's rate = 0.2" in legend_labels(fig)
     assert ax.get_ylim() == pytest.approx((0.5 * 1.0, 1.5 * 2.3))  # half the lowest loss to 1.5 x the first
+
+
+def test_plot_lr_find_fits_a_late_rise_and_says_where_an_explosion_leaves_the_chart():
+    from lsuvlib.lr_finder import LRFindResult
+
+    lrs = [0.1, 0.2, 0.3, 0.4]
+    (ax,) = panels(charts.plot_lr_find(LRFindResult(lrs, [2.34, 2.0, 1.8, 3.6], 0.03)))
+    assert ax.get_ylim()[1] == pytest.approx(1.05 * 3.6) and "off the chart" not in ax.lines[0].get_label()
+    fig = charts.plot_lr_find({"explodes": LRFindResult(lrs, [2.0, 1.5, 1.0, 100.0], 0.03),
+                               "turns": LRFindResult(lrs, [2.0, 1.9, 1.2, 1.4], 0.03)})
+    (ax,) = panels(fig)
+    assert ax.get_ylim()[1] == pytest.approx(3 * 2.0)  # capped at 3 x the first loss
+    assert ax.lines[0].get_label() == "explodes (off the chart from rate 0.4)"
+    assert "explodes (off the chart from rate 0.4)" in legend_labels(fig) and "turns" in legend_labels(fig)
 
 
 def test_plot_lr_find_says_whether_the_losses_are_raw_or_smoothed(trained):

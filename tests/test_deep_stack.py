@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -58,8 +59,18 @@ def test_kaiming_text_reconciles_the_last_std_from_its_parts(kaiming_stack):
     assert f"averaged **{mean:.3f}**" in text
     assert f"root mean square {math.sqrt(q):.2f}" in text
     assert f"= **{rows[-1]['std']:.2f}**" in text
-    assert f"$\\sqrt{{5/n}}$ = {math.sqrt(5 / 64):.2f} at width 64" in text
+    assert f"(For a single input it is $\\sqrt{{5/n}}$ = {math.sqrt(5 / 64):.2f} at this width, n = 64.)" in text
     assert "-" not in text.split("averaged")[2].split("(")[0]  # a negative mean log is written with a true minus
+    s = statistics.stdev(factors)
+    cost = (s / mean) ** 2 / 2  # what the spread costs each logarithm, to second order
+    assert f"about $\\tfrac12 (s/\\bar f)^2$ = {cost:.4f}, so" in text
+    predicted, measured = math.log(mean) - cost, statistics.mean(math.log(f) for f in factors)
+    assert abs(predicted - measured) < cost / 2, "the second-order rule explains most of the drift"
+    assert f"= {predicted:.4f}. They averaged {measured:.4f}".replace("-", "−") in text
+    assert text.count("never negative") == 0, "the ReLU's mean is explained once, in the chapter's own text"
+    averaged = deep_stack.kaiming_text(rows, q0, width=64, n_inputs=256)
+    assert f"an average over 256 inputs" in averaged
+    assert ("so this stack's spread is smaller" in averaged) == (s < math.sqrt(5 / 64))
 
 
 def test_answer_says_which_initialisations_kept_the_signal():

@@ -58,6 +58,21 @@ def test_a_falling_sweep_gives_its_fall_its_suggestion_and_where_the_blogs_rate_
                       "its lowest loss (1.200 at 0.32), and the blog's rate of 0.2 is on the falling part.")
 
 
+def test_choice_text_says_which_rate_to_pick_and_how_much_room_the_blogs_rate_leaves(toy):
+    stuck = sweep(toy, [2.3] * 7, 0.01, 2.0)
+    near = sweep(toy, [2.3, 2.31, 2.25, 2.0, 1.5, 1.2, 2.4], start=0.01, growth=2.0)  # lowest at 0.32
+    text = finder_text.choice_text(stuck, near, "the stuck net", "the moving net")
+    assert text.startswith("Which rate to pick? For the moving net, take the rule of thumb's **0.032**")
+    assert ("The blog's rate of 0.2 is 6.2 times that suggestion and on the falling part; the lowest point's rate, "
+            "0.32, is only 1.6 times higher, so it leaves little room.") in text
+    assert "@sec-lsuv-callback" in text and text.endswith("For the stuck net, the finder offers no rate at all: its "
+                                                          "initialisation, not its rate, is what needs changing first.")
+    past = sweep(toy, [2.3, 2.31, 2.25, 1.2, 1.5, 2.0, 2.4], start=0.01, growth=2.0)  # lowest at 0.08
+    assert "past the lowest point, where the loss rises again: by this curve it is at or past the turn" in (
+        finder_text.choice_text(stuck, past, "a", "b"))
+    assert finder_text.choice_text(stuck, stuck, "a", "b").startswith("Which rate to pick? The finder cannot say")
+
+
 def test_a_sweep_still_falling_at_its_end_gives_a_lower_bound_and_one_that_stops_early_says_why(toy):
     still = finder_text.sweep_text(sweep(toy, [2.3, 2.2, 1.9, 1.5], start=1e-3, growth=2.0), n_classes=4)
     assert "still falling when it ended" in still and "lower bound" in still

@@ -11,6 +11,7 @@ import torch
 import lsuvlib as L
 from lsuvlib import lsuv_page as P
 from lsuvlib.lsuv import LayerReport, LSUVReport
+from lsuvlib.page import sci
 
 
 def cnn():
@@ -56,7 +57,7 @@ def test_report_table_names_layers_as_a_reader_knows_them(traced):
     assert lines[0] == "| layer | steps | mean before | std before | mean after | std after |"
     for line, r in zip(lines[2:4], traced.blog):
         assert line == (f"| {traced.names[r.layer]} | {r.iterations} | {r.mean_before:.3f} | {r.std_before:.3f} | "
-                        f"{r.mean_after:.1e} | {r.std_after:.3f} |")
+                        f"{sci(r.mean_after, '.2g')} | {r.std_after:.3f} |")
     assert "| 0.0 |" not in table and "| conv 1 (4 ch) |" in table
     assert table.endswith("LSUV left conv 3 (10 ch) alone: no activation follows it before the next weight layer.")
 
@@ -65,7 +66,9 @@ def test_report_table_says_why_a_layer_did_not_converge():
     report = LSUVReport([LayerReport("0.0", "0.1 (GeneralRelu)", 1, -0.0001, 0.2, -0.0004, 0.7, False,
                                      "not converged: 1 steps (max_iters) were not enough; std 0.7, mean 0", "bias")])
     table = P.report_table(report, {"0.0": "conv 1 (8 ch)"})
-    assert "| conv 1 (8 ch) | 1 | 0.000 | 0.200 | -4.0e-04 | 0.700 |" in table  # -0.0001 shows as 0.000, not -0.000
+    assert "| conv 1 (8 ch) | 1 | 0.000 | 0.200 | −0.0004 | 0.700 |" in table  # -0.0001 shows as 0.000, not -0.000
+    tiny = LSUVReport([LayerReport("0.0", "-", 3, 0.1, 0.2, 8.7e-07, 1.0, True, "ok", "sub")])
+    assert "| 8.7e" not in P.report_table(tiny, {}) and "$8.7 \\times 10^{-7}$" in P.report_table(tiny, {})
     assert table.endswith("conv 1 (8 ch) did not converge: 1 steps (max_iters) were not enough; std 0.7, mean 0.")
 
 
@@ -134,9 +137,15 @@ def test_divergence_text_counts_each_rule_and_names_shared_seeds():
                     "library's variant; at lr 0.1, no run diverged with either rule. At the blog's rate every "
                     "diverged run was stopped within its first 16 batches, and both rules lost the same seeds (2).")
     assert P.shared_divergence_text(blog, 0.2) == (
-        "At lr 0.2, 1 of the 2 pairs lost both runs, which count at chance on both sides: a difference of exactly 0. "
-        "Neither rule kept a seed the other lost, so the verdict at that rate rests on the 1 seed that trained "
-        "under both rules.")
+        "At lr 0.2, in 1 of the 2 pairs both runs diverged, which count at chance on both sides: a difference of "
+        "exactly 0. Neither rule kept a seed the other lost, so only the 1 seed that trained under both rules gives a "
+        "difference other than 0.")
+    tie = dict(verdict="tie")
+    assert P.shared_divergence_text(blog, 0.2, tie) == (
+        "The tie at lr 0.2 is mostly a tie of two failures: in 1 of the 2 pairs both runs diverged, and each such "
+        "pair, counted at chance on both sides, is a difference of exactly 0. Neither rule kept a seed the other "
+        "lost, so only the 1 seed that trained under both rules gives a difference other than 0; the tie says that "
+        "the two rules fail on the same seeds, not that they train equally well.")
     assert P.shared_divergence_text(stable, 0.1) == ""
     blog["the library's variant"] = [run(1, None), run(2, 0.8)]
     stable["the blog's rule"][0] = run(1, None)
@@ -170,7 +179,7 @@ def test_why_text_reads_the_first_batches_and_the_momentum_build_up():
 def test_scale_text_compares_the_first_and_last_pass():
     report = fake_passes([{"a": 0.25, "b": 0.5}, {"a": 1.0, "b": 1.0}], ["a", "b"])
     text = P.scale_text(report)
-    assert "0.25 and 0.50 layer by layer at the first pass" in text
+    assert "0.25 and 0.50 layer by layer at LSUV's first pass (the default draw in every layer)" in text
     assert "are 1.00 at the last, 2.0 to 4.0 times larger" in text
 
 
@@ -204,3 +213,16 @@ def test_answer_reads_counts_verdicts_and_passes():
                            "diverged with either rule, and the blog's rule ended at ")
     assert "+0.20 points at lr 0.2, " in text and "0.00 points at lr 0.1, " in text
     assert text.endswith("The blog's \"staircase\" is LSUV's own 57 forward passes, before training starts.")
+
+
+def test_answer_says_when_both_rules_lost_the_same_seeds():
+    blog_rule = [run(0, None), run(1, 0.80), run(2, 0.81), run(3, None)]
+    library = [run(0, None), run(1, 0.81), run(2, 0.81), run(3, None)]
+    stable = [run(s, 0.8) for s in range(4)]
+    at_blog = {"the blog's rule": blog_rule, "the library's variant": library}
+    at_stable = {"the blog's rule": stable, "the library's variant": stable}
+    rows = L.verdicts([dict(claim="library > blog, lr 0.2", paired=L.paired_runs(library, blog_rule, chance=0.1)),
+                       dict(claim="library > blog, lr 0.1", paired=L.paired_runs(stable, stable, chance=0.1))])
+    text = P.answer(at_blog, at_stable, 0.2, 0.1, rows, 0.1, "Toy", 57)
+    assert f"points at lr 0.2, {P._verdict_words(rows[0])} (both rules diverged on 2 of the 4 seeds); " in text
+    assert "0.00 points at lr 0.1, a tie within 1 point. The blog's" in text  # no shared loss, no remark

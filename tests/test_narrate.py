@@ -62,8 +62,9 @@ def stats_by_hand(stds, zeros, near_counts=(3.0, 1.0)):
 def test_activation_report_follows_the_std_through_the_layers_during_the_plateau():
     stats = stats_by_hand(stds=[[0.4, 0.4, 1.0, 1.0], [0.1, 0.1, 0.5, 0.5]], zeros=[[0.5] * 4, [0.0] * 3 + [0.00002]])
     table, text = narrate.activation_report(stats, plateau=2, last=2).split("\n\n")
-    assert table.splitlines()[0] == ("| layer | std at chance level (batches 1 to 2) | mean | std | exactly 0 | "
-                                     "near 0 (under 0.5) |")
+    assert table.splitlines()[0] == ("| layer | std at chance level (batches 1 to 2) | mean (last 2 batches) | "
+                                     "std (last 2 batches) | exactly 0 (last 2 batches) | "
+                                     "near 0, under 0.5 (last 2 batches) |")
     assert table.splitlines()[2:] == ["| conv 1 (8 ch) | 0.400 | 0.000 | 1.000 | 50.0% | 75.0% |",
                                       "| conv 2 (16 ch) | 0.100 | 0.000 | 0.500 | under 0.1% | 75.0% |"]
     assert "std was 0.400 after the first layer and 0.100 after the last, 20% of the last layer's std" in text
@@ -78,8 +79,8 @@ def test_activation_report_without_a_plateau_or_any_exact_zero():
     stats.hist_images = None
     table, text = narrate.activation_report(stats).split("\n\n")
     assert "chance level" not in table and "| none |" in table
-    assert text == ("Mean, std and shares: averaged over the last 10 training batches of the first run. "
-                    "No activation was exactly zero in the last batches.")
+    assert text == ("The columns marked *last 2 batches* average the last 2 training batches of the first run. "
+                    "No activation was exactly zero in the last batches.")  # a run of 2 batches: never "last 10"
 
 
 def test_pair_table_and_the_plateau_comparison_seed_by_seed():
@@ -91,8 +92,12 @@ def test_pair_table_and_the_plateau_comparison_seed_by_seed():
     assert lines[2:] == ["| 0 | 9 | 3 | 0.700 | 0.750 | +5.0 |", "| 1 | 2 | 4 | 0.720 | 0.700 | -2.0 |",
                          "| 2 | 5 | never left | 0.600 | diverged | – |"]
     assert narrate.plateau_comparison({0: 3, 1: 4, 2: None}, {0: 9, 1: 2, 2: 5}, "new", "old") == (
-        "The loss left chance level sooner with new in 1 of 2 seeds whose runs both left it: after a median of 3.5 "
-        "batches, against 5.5 with old.")
+        "Both runs left chance level on 2 of 3 seeds; on 1 of those 2 the loss left it sooner with new: after a "
+        "median of 3.5 batches, against 5.5 with old.")
+    assert narrate.plateau_comparison({0: 3, 1: 1}, {0: 9, 1: 2}, "new", "old") == (
+        "On every seed both runs left chance level, and the loss left it sooner with new on all 2: after a median "
+        "of 2 batches, against 5.5 with old.")
+    assert "sooner with new on 1 of 2: after" in narrate.plateau_comparison({0: 3, 1: 4}, {0: 9, 1: 2}, "new", "old")
     assert narrate.plateau_comparison({0: None}, {0: 4}, "new", "old") == ""
     assert "at chance" not in narrate.pair_table(a, b, "new", "old").splitlines()[0]
 

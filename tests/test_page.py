@@ -173,3 +173,8 @@ def test_effect_note_says_what_the_seeds_can_resolve_and_what_the_effect_would_n
         "With 2 seeds no interval can be given: at least 3 are needed.")
     with pytest.raises(ValueError, match="effect must be a positive number of points, got 0"):
         page.effect_note([row], 0)
+    shared = page.effect_note([row], 4, about="Chapters 3 to 5 chose their seeds for {effect}.")
+    assert shared.startswith("Chapters 3 to 5 chose their seeds for 4 points of final test accuracy. The per-seed")
+    assert shared.endswith(f"at this spread {pairs_needed(4, row['sd'])} seeds would be enough for 4 points.")
+    with pytest.raises(ValueError, match="about must contain '{effect}' where the effect goes, got 'no slot'"):
+        page.effect_note([row], 2, about="no slot")

@@ -18,7 +18,7 @@ from history_rows import rows
 ROOT = Path(__file__).resolve().parent.parent
 APPENDIX = ROOT / "chapters" / "reading-verdicts.ipynb"
 BASE = {s: 0.80 + 0.01 * (s % 3) for s in range(10)}
-COLUMNS = ["claim", "effect (points)", "adjusted 95% interval", "a higher in", "diverged (a / b)", "verdict"]
+COLUMNS = ["claim", "effect (points)", "adjusted 95% interval", "seeds where a > b", "diverged (a / b)", "verdict"]
 
 
 def shifted(shifts, base=BASE):
@@ -45,7 +45,7 @@ def test_the_table_has_the_books_columns_and_plain_cells():
     assert isinstance(table, Table) and table._repr_markdown_() == str(table)
     head, _, holds, tie, few = cells(table)
     assert head == COLUMNS
-    assert holds[0] == "better > base" and holds[1] == "+5.90" and holds[3] == "10 of 10 seeds"
+    assert holds[0] == "better > base" and holds[1] == "+5.90" and holds[3] == "10 of 10"
     assert re.fullmatch(r"\+\d\.\d\d to \+\d\.\d\d", holds[2]) and holds[4:] == ["0 / 0", "holds"]
     assert tie[4] == "1 / 1" and tie[5] == "holds"
     assert few[0] == r"a \| b > c" and few[2] == "none: 2 pairs, 3 needed" and few[5] == "not resolved"
