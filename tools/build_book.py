@@ -637,6 +637,8 @@ def render(plan: dict, manifest: Manifest) -> bool:
             copy(src, book / src.name)
     for page in plan["pages"]:
         if not page.endswith(".ipynb"):  # a Markdown page: its front matter gets the citation title too
+            if not (root / page).is_file():  # written by quartodoc, or missing: Quarto says which
+                continue
             text = (root / page).read_text()
             front, body = re.fullmatch(r"(?:---\n(.*?)\n---\n)?(.*)", text, re.S).groups()
             front = cite_as(yaml.safe_load(front or "") or {}, body, plan["citation"])
@@ -715,6 +717,8 @@ def main(argv=None) -> int:
         manifest = Manifest(plan["out"], args.profile)
         return build(plan, manifest, done)
     except KeyboardInterrupt as exc:
+        # nbclient's pending kernel polls may report the kernel they are tearing down as dead: noise, not news
+        logging.getLogger("asyncio").disabled = True
         if manifest:
             manifest.finish("interrupted")
             retire_site(plan["out"], manifest.build_id, "the build was interrupted")
