@@ -346,6 +346,26 @@ def test_kernels_use_ipc_sockets_in_a_private_folder(tmp_path):
     assert km.transport == "ipc" and Path(km.connection_file).parent == tmp_path and km.ip.startswith(str(tmp_path))
 
 
+def test_a_kernels_stderr_goes_to_its_log_not_the_builds_output(tmp_path, capfd):
+    """ipykernel's shutdown tracebacks on Ctrl-C (ZMQError) must not reach the build's output."""
+    import asyncio
+
+    async def run():
+        km = build_book.kernel_manager(tmp_path, tmp_path / "kernel.stderr")(kernel_name="python3")
+        await km.start_kernel()
+        try:
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=60)
+            await kc.execute_interactive("import os; os.write(2, b'KERNEL-FD2-MARKER')", timeout=60)
+            kc.stop_channels()
+        finally:
+            await km.shutdown_kernel(now=True)
+    asyncio.run(run())
+    assert "KERNEL-FD2-MARKER" in (tmp_path / "kernel.stderr").read_text()
+    assert "KERNEL-FD2-MARKER" not in capfd.readouterr().err
+
+
 # --------------------------------------------------------------------------- a real build of the tiny book
 
 @slow

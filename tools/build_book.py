@@ -433,8 +433,12 @@ def show(path: Path) -> str:
 
 # --------------------------------------------------------------------------- running one chapter
 
-def kernel_manager(private: Path):
-    """Kernels that talk over IPC sockets in a 0700 folder, not TCP that any local user could reach."""
+def kernel_manager(private: Path, log: Path | None = None):
+    """Kernels that talk over IPC sockets in a 0700 folder, not TCP that any local user could reach.
+
+    With `log`, the kernel's own stderr goes to that file: on Ctrl-C or SIGTERM ipykernel prints
+    shutdown tracebacks (ZMQError) there, which must not reach the build's output.
+    """
     from jupyter_client import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -442,6 +446,12 @@ def kernel_manager(private: Path):
             super().__init__(**kwargs)
             self.transport, self.ip = "ipc", tempfile.mktemp(dir=private, prefix="kernel-")  # socket file prefix
             self.connection_file = self.ip + ".json"
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(log, "ab") as stderr:  # the kernel keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **kw, stderr=stderr)
 
         async def _async_interrupt_kernel(self):
             if not self.shutting_down:  # an interrupt before shutdown only logs noise into the build output
@@ -483,17 +493,19 @@ def execute(plan: dict, page: str, tmp: Path, env: dict, private: Path) -> str:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits the build's environment
-    tail = ProgressTail(Path(env["LSUV_PROGRESS_FILE"]))
+    tail, log = ProgressTail(Path(env["LSUV_PROGRESS_FILE"])), private / f"kernel-{stem(page)}.stderr"
     tail.start()
     try:
         papermill.execute_notebook(src, tmp, parameters={**plan["params"][page], **({"results_dir": str(plan["out"] / "results")}
                                                                           if "results_dir" in plan["specs"][stem(page)] else {})},
                                    kernel_name=plan["kernels"][page], cwd=src.parent, progress_bar=False,
-                                   kernel_manager_class=kernel_manager(private))
+                                   kernel_manager_class=kernel_manager(private, log))
         return ""
     except papermill.PapermillExecutionError as exc:
         return f"{exc.ename}: {exc.evalue} (in cell [{exc.exec_count}])"
-    except Exception as exc:  # a kernel that would not start, a notebook papermill cannot write, ...
+    except Exception as exc:  # a kernel that would not start or died, a notebook papermill cannot write, ...
+        last = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+        print("".join(f"      kernel stderr: {line}\n" for line in last), end="", flush=True)
         return f"{type(exc).__name__}: {exc}"
     finally:
         tail.stop()
