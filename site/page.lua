@@ -12,9 +12,14 @@ local function duration(seconds)
   return string.format("%.1f min", s / 60)
 end
 
+-- The page's path inside the project, e.g. "chapters/03-baseline.ipynb".
+local function page_path()
+  return quarto.doc.input_file:sub(#quarto.project.directory + 2)
+end
+
 -- The page's file name without extension; a folder's index page is named after its folder.
 local function page_stem()
-  local rel = quarto.doc.input_file:sub(#quarto.project.directory + 2)
+  local rel = page_path()
   local stem = rel:match("([^/]+)%.[^./]+$") or "index"
   return stem == "index" and rel:match("([^/]+)/[^/]+$") or stem
 end
@@ -69,7 +74,7 @@ local function citation(meta)
   local url = text(cite.url)
   local site = meta.book and text(meta.book["site-url"]) or ""
   if url == "" and site ~= "" then  -- the page's address: the site's plus the page's path in the project
-    local path = quarto.doc.input_file:sub(#quarto.project.directory + 2):gsub("%.[^./]+$", ".html")
+    local path = page_path():gsub("%.[^./]+$", ".html")
     url = site:gsub("/$", "") .. "/" .. (path == "index.html" and "" or path)
   end
   local line = who .. ". " .. year .. ". " ..

@@ -780,7 +780,8 @@ def build(plan: dict, manifest: Manifest, done: list[str]) -> int:
                 for n, r in manifest.data["chapters"].items() if n in done]
         print("\nChapter times (slowest first):\n" + "\n".join(f"  {s:8.1f} s  {n} ({how})" for s, n, how in sorted(rows)[::-1]))
     if plan["args"].no_render:
-        rendered = retire_site(plan["out"], manifest.build_id, "--no-render") or True
+        retire_site(plan["out"], manifest.build_id, "--no-render")
+        rendered = True
     else:
         started = time.perf_counter()
         rendered = render(plan, manifest)

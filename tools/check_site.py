@@ -37,6 +37,9 @@ RST = re.compile(r":(math|func|class|meth|mod|attr):`|``\w")
 PROBE = r"""
 const main = document.querySelector('main') || document.body;
 const text = e => (e ? e.textContent : '').replace(/\s+/g, ' ').trim();
+// Links as the browser resolves them (Quarto's scripts make some absolute): pages of this site, from its root.
+const sitePaths = anchors => Array.from(anchors).map(a => new URL(a.href))
+  .filter(u => u.origin === location.origin).map(u => decodeURI(u.pathname).slice(1));
 const brokenWords = [];
 for (const cell of main.querySelectorAll('table td, table th')) {
   const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
@@ -59,10 +62,8 @@ return {
   prose: Array.from(main.querySelectorAll('p, li')).filter(e => !e.closest('pre, code, .sourceCode, table'))
              .map(e => text(e)),
   body: text(main),
-  // Resolved by the browser (Quarto's scripts make some links absolute): pages of this site, from its root.
-  links: Array.from(main.querySelectorAll('a[href]')).map(a => new URL(a.href))
-             .filter(u => u.origin === location.origin).map(u => decodeURI(u.pathname).slice(1)),
-  notebooks: Array.from(document.querySelectorAll('.quarto-code-links a')).map(a => a.getAttribute('href')),
+  links: sitePaths(main.querySelectorAll('a[href]')),
+  notebooks: sitePaths(document.querySelectorAll('.quarto-code-links a')),
   runTime: Array.from(document.querySelectorAll('.callout .callout-title-container')).map(text).join(' | '),
   citation: text(document.querySelector('#book-citation')),
   scholarTitle: document.querySelector('meta[name="citation_title"]')?.content ?? '',
@@ -128,7 +129,6 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
     if m := RST.search(got["body"]):
         problems.append(f"raw reStructuredText: {got['body'][max(0, m.start() - 30):m.end() + 30]!r}")
     problems += [f"word broken inside a table cell: {w!r}" for w in got["brokenWords"][:5]]
-    folder = (site / page).parent
     problems += [f"link to a missing file: {h}" for h in got["links"] if not (site / h).exists()]
     if not [h for h in got["links"] if h != page]:  # a reader should never reach a dead end
         problems.append("links to no other page of the book")
@@ -137,12 +137,12 @@ def check_page(driver, base: str, site: Path, page: str) -> list[str]:
     if not got["scholarTitle"] or re.search(r"[{}\[\]`]", got["scholarTitle"]):  # what reference managers file it under
         problems.append(f"citation_title meta tag is not a plain title: {got['scholarTitle']!r}")
     notebook = site / page.replace(".html", ".ipynb")
-    if (site / "source" / page).with_suffix(".ipynb").is_file():  # a page built from a notebook (not the glossary)
+    # A page built from a notebook (not the glossary): it links notebooks, or its source was staged.
+    if got["notebooks"] or (site / "source" / page).with_suffix(".ipynb").is_file():
         if len(got["notebooks"]) != 2:
             problems.append(f"links {len(got['notebooks'])} notebooks, not the executed and the source one "
                             "(not built?)")
-        local = [site / h[len(base):] if h.startswith(base) else folder / h for h in got["notebooks"]]
-        problems += [f"notebook link to a missing file: {h}" for h in local if not h.is_file()]
+        problems += [f"notebook link to a missing file: {h}" for h in got["notebooks"] if not (site / h).is_file()]
         if "How this page was made" not in got["runTime"]:
             problems.append("does not say how long its run took")
     if notebook.is_file():
